@@ -1,0 +1,205 @@
+//! Command-line interface. Every flag can also be set from the environment
+//! as `LOGPIPE_<FLAG>` (for example `LOGPIPE_BOOTSTRAP_SERVERS`).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::envelope::Format;
+use crate::kafka::config::parse_property;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "logpipe-host",
+    version,
+    about = "Run logpipe message handlers as sandboxed WebAssembly components over Kafka",
+    after_help = "Examples:
+  # try it: an embedded Kafka-protocol cluster, the example handlers, two topics
+  logpipe-host dev --handlers target/handlers --topic people --topic echo
+
+  # consume from a broker; offsets go to ./logpipe-offsets.sqlite3
+  logpipe-host run --handlers ./handlers --topic people --bootstrap-servers 127.0.0.1:9092
+
+  # send a message, rendered exactly as django-logpipe renders it
+  logpipe-host produce --topic people --type person --version 1 \\
+      '{\"uuid\":\"5b0b3f4e-2a47-4b6e-9d6e-6d3c1a9f2b11\",\"first_name\":\"Joe\",\"last_name\":\"Schmoe\"}'"
+)]
+pub struct Cli {
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `logpipe_host=debug,guest=trace`.
+    #[arg(long, global = true, env = "LOGPIPE_LOG", default_value = "info")]
+    pub log: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Consume topics and hand each record to the handler of its (type, version).
+    #[command(after_help = "Exit status: 0 when stopped by --consumer-timeout-ms or a signal, \
+3 when a record failed (handler asked to retry or trapped) and its partition was stopped \
+after the other partitions were drained, 1 on any other error.
+
+Example:
+  logpipe-host run --handlers ./handlers --topic people --topic orders \\
+      --bootstrap-servers 127.0.0.1:9092 --offsets /var/lib/logpipe/offsets.sqlite3")]
+    Run(RunArgs),
+    /// Produce logpipe envelopes: one BODY_JSON argument, or one JSON body per stdin line.
+    #[command(after_help = "Examples:
+  logpipe-host produce --topic people --type person --version 1 --key-field uuid '{\"uuid\":\"...\"}'
+  cat people.jsonl | logpipe-host produce --topic people --type person --version 1 --key-field uuid")]
+    Produce(ProduceArgs),
+    /// Start an embedded Kafka-protocol cluster on 127.0.0.1 and run the handlers against it.
+    #[command(after_help = "The cluster is librdkafka's in-process mock cluster: records live in \
+memory and vanish on exit. Produce into it from another terminal with
+  logpipe-host produce --bootstrap-servers <printed address> --topic people --type person --version 1 '{...}'")]
+    Dev(DevArgs),
+}
+
+/// Where the handlers are and how they run.
+#[derive(Debug, Args)]
+pub struct HandlerArgs {
+    /// Folder with the handler components (*.wasm), loaded at start.
+    #[arg(long, env = "LOGPIPE_HANDLERS", value_name = "DIR")]
+    pub handlers: PathBuf,
+
+    /// Wall-clock limit of one handler call; a record exceeding it fails.
+    #[arg(long, env = "LOGPIPE_HANDLER_TIMEOUT_MS", default_value_t = 1000, value_name = "MS")]
+    pub handler_timeout_ms: u64,
+
+    /// Memory limit of one handler instance.
+    #[arg(long, env = "LOGPIPE_HANDLER_MEMORY_MIB", default_value_t = 64, value_name = "MIB")]
+    pub handler_memory_mib: usize,
+
+    /// Where compiled components are cached [default: $XDG_CACHE_HOME/logpipe-host or ~/.cache/logpipe-host].
+    #[arg(long, env = "LOGPIPE_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Compile components at every start instead of caching them.
+    #[arg(long, env = "LOGPIPE_NO_CACHE")]
+    pub no_cache: bool,
+
+    /// Message types to skip without calling a handler (repeatable).
+    #[arg(long = "ignore-type", env = "LOGPIPE_IGNORE_TYPE", value_delimiter = ',', value_name = "TYPE")]
+    pub ignore_types: Vec<String>,
+
+    /// Producer id written into envelopes the handlers produce (logpipe's PRODUCER_ID).
+    #[arg(long, env = "LOGPIPE_PRODUCER_ID", value_name = "ID")]
+    pub producer_id: Option<String>,
+
+    /// Format of envelopes the handlers produce (logpipe's DEFAULT_FORMAT).
+    #[arg(long, env = "LOGPIPE_FORMAT", value_enum, default_value_t = Format::Json)]
+    pub format: Format,
+}
+
+/// How records are consumed and committed.
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    /// Topic to consume (repeatable); every partition is assigned.
+    #[arg(long = "topic", env = "LOGPIPE_TOPIC", value_delimiter = ',', required = true, value_name = "TOPIC")]
+    pub topics: Vec<String>,
+
+    /// Stop (exit 0, after committing) when no record arrived for this long.
+    #[arg(long, env = "LOGPIPE_CONSUMER_TIMEOUT_MS", value_name = "MS")]
+    pub consumer_timeout_ms: Option<u64>,
+
+    /// Commit handled offsets at least this often.
+    #[arg(long, env = "LOGPIPE_COMMIT_INTERVAL_MS", default_value_t = 100, value_name = "MS")]
+    pub commit_interval_ms: u64,
+
+    /// Commit after at most this many records.
+    #[arg(long, env = "LOGPIPE_COMMIT_MAX_RECORDS", default_value_t = 5000, value_name = "N")]
+    pub commit_max_records: usize,
+
+    /// Consumer group id (used for broker bookkeeping; partitions are assigned manually).
+    #[arg(long, env = "LOGPIPE_GROUP_ID", default_value = "logpipe-host", value_name = "ID")]
+    pub group_id: String,
+}
+
+/// Broker connection.
+#[derive(Debug, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "LOGPIPE_BOOTSTRAP_SERVERS", default_value = "127.0.0.1:9092", value_name = "HOST:PORT")]
+    pub bootstrap_servers: String,
+
+    /// Raw librdkafka property for every client, e.g. `-X security.protocol=ssl` (repeatable).
+    #[arg(short = 'X', env = "LOGPIPE_KAFKA_PROPERTIES", value_delimiter = ' ', value_parser = parse_property, value_name = "KEY=VALUE")]
+    pub properties: Vec<(String, String)>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub handler: HandlerArgs,
+    #[command(flatten)]
+    pub consume: ConsumeArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
+    /// SQLite file holding the offsets (created if missing).
+    #[arg(long, env = "LOGPIPE_OFFSETS", default_value = "./logpipe-offsets.sqlite3", value_name = "PATH")]
+    pub offsets: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    #[command(flatten)]
+    pub handler: HandlerArgs,
+    #[command(flatten)]
+    pub consume: ConsumeArgs,
+
+    /// Partitions of each topic created in the embedded cluster.
+    #[arg(long, env = "LOGPIPE_DEV_PARTITIONS", default_value_t = 1, value_name = "N")]
+    pub partitions: i32,
+
+    /// More topics to create without consuming them (e.g. handler outputs such as people-index).
+    #[arg(long = "create-topic", env = "LOGPIPE_DEV_CREATE_TOPIC", value_delimiter = ',', value_name = "TOPIC")]
+    pub create_topics: Vec<String>,
+
+    /// Also write the embedded cluster's bootstrap address to this file (for scripts).
+    #[arg(long, env = "LOGPIPE_DEV_BOOTSTRAP_FILE", value_name = "PATH")]
+    pub bootstrap_file: Option<PathBuf>,
+
+    /// SQLite offsets file [default: a temporary file removed on exit, since the cluster's records vanish too].
+    #[arg(long, env = "LOGPIPE_OFFSETS", value_name = "PATH")]
+    pub offsets: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    /// Destination topic.
+    #[arg(long, env = "LOGPIPE_PRODUCE_TOPIC", value_name = "TOPIC")]
+    pub topic: String,
+
+    /// Envelope `type`.
+    #[arg(long = "type", env = "LOGPIPE_PRODUCE_TYPE", value_name = "TYPE")]
+    pub message_type: String,
+
+    /// Envelope `version`.
+    #[arg(long, env = "LOGPIPE_PRODUCE_VERSION", value_name = "N")]
+    pub version: u32,
+
+    /// Record key for every record.
+    #[arg(long, env = "LOGPIPE_PRODUCE_KEY", conflicts_with = "key_field", value_name = "KEY")]
+    pub key: Option<String>,
+
+    /// Take each record's key from this top-level field of its body (logpipe's KEY_FIELD).
+    #[arg(long, env = "LOGPIPE_PRODUCE_KEY_FIELD", value_name = "FIELD")]
+    pub key_field: Option<String>,
+
+    /// Envelope `producer` (logpipe's PRODUCER_ID); omitted when not set.
+    #[arg(long, env = "LOGPIPE_PRODUCER_ID", value_name = "ID")]
+    pub producer_id: Option<String>,
+
+    /// Envelope format.
+    #[arg(long, env = "LOGPIPE_FORMAT", value_enum, default_value_t = Format::Json)]
+    pub format: Format,
+
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
+    /// The message body as JSON; without it, one body per line is read from stdin.
+    #[arg(value_name = "BODY_JSON")]
+    pub body: Option<String>,
+}

@@ -1,0 +1,16 @@
+//! The subcommands, one file each. They take parsed CLI arguments and
+//! return the process exit code; errors carry `anyhow` context for the
+//! operator.
+
+pub mod dev;
+pub mod produce;
+pub mod run;
+
+use std::process::ExitCode;
+
+/// Exit status when a record failed and its partition was stopped.
+pub const EXIT_RECORD_FAILED: u8 = 3;
+
+pub fn exit_code(code: u8) -> ExitCode {
+    ExitCode::from(code)
+}

@@ -1,0 +1,102 @@
+//! `logpipe-host run`: consume topics from a broker and dispatch to handlers.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use super::{EXIT_RECORD_FAILED, exit_code};
+use crate::cli::{ConsumeArgs, HandlerArgs, RunArgs};
+use crate::component::cache::ComponentCache;
+use crate::component::host_api::HostServices;
+use crate::component::{GuestLimits, MessageSink, ProduceSettings, Registry, Runtime};
+use crate::dispatch::Dispatcher;
+use crate::kafka::consumer::{self, ConsumeOptions, StopReason};
+use crate::kafka::{KafkaSettings, KafkaSink};
+use crate::offsets::OffsetStore;
+
+pub fn run(args: RunArgs, shutdown: &AtomicBool) -> anyhow::Result<ExitCode> {
+    let settings = KafkaSettings {
+        bootstrap_servers: args.kafka.bootstrap_servers.clone(),
+        properties: args.kafka.properties.clone(),
+    };
+    consume_with_handlers(&args.handler, &args.consume, &settings, &args.offsets, shutdown)
+}
+
+/// Load the handlers, then consume until stopped. Shared by `run` and `dev`.
+pub fn consume_with_handlers(
+    handler_args: &HandlerArgs,
+    consume_args: &ConsumeArgs,
+    settings: &KafkaSettings,
+    offsets: &Path,
+    shutdown: &AtomicBool,
+) -> anyhow::Result<ExitCode> {
+    let sink = Arc::new(KafkaSink::new(settings).context("cannot start the producer")?);
+    let mut dispatcher = load_handlers(handler_args, sink.clone())?;
+    let mut store = OffsetStore::open(offsets)?;
+    let options = ConsumeOptions {
+        topics: consume_args.topics.clone(),
+        group_id: consume_args.group_id.clone(),
+        idle_timeout: consume_args.consumer_timeout_ms.map(Duration::from_millis),
+        commit_interval: Duration::from_millis(consume_args.commit_interval_ms),
+        commit_max_records: consume_args.commit_max_records.max(1),
+        delivery_timeout: Duration::from_secs(120),
+    };
+    let started = Instant::now();
+    let result = consumer::consume(settings, &options, &mut dispatcher, &sink, &mut store, shutdown);
+    let counts = dispatcher.counts();
+    let elapsed = started.elapsed().as_secs_f64();
+    // The summary goes to stdout, one line, for operators and scripts alike.
+    println!(
+        "summary: {counts} elapsed_s={elapsed:.3} rate_per_s={:.0}",
+        counts.total() as f64 / elapsed.max(1e-9)
+    );
+    let summary = result.context("consuming stopped")?;
+    Ok(match summary.reason {
+        StopReason::Idle | StopReason::Shutdown => ExitCode::SUCCESS,
+        StopReason::Failed { stopped } => {
+            let list: Vec<String> = stopped.iter().map(|(t, p)| format!("{t}[{p}]")).collect();
+            tracing::error!(
+                "stopped partitions {} at their first failed record; their offsets stay \
+                 before it, so the next start retries it",
+                list.join(", ")
+            );
+            exit_code(EXIT_RECORD_FAILED)
+        }
+    })
+}
+
+/// Build the Wasm runtime and load every component of `--handlers`.
+pub fn load_handlers(args: &HandlerArgs, sink: Arc<dyn MessageSink>) -> anyhow::Result<Dispatcher> {
+    let started = Instant::now();
+    let limits = GuestLimits {
+        call_timeout: Duration::from_millis(args.handler_timeout_ms.max(1)),
+        max_memory_bytes: args.handler_memory_mib.saturating_mul(1 << 20),
+        ..GuestLimits::default()
+    };
+    let cache_dir = if args.no_cache {
+        None
+    } else {
+        args.cache_dir.clone().or_else(ComponentCache::default_dir)
+    };
+    let services = HostServices {
+        sink,
+        produce: ProduceSettings {
+            format: args.format,
+            producer_id: args.producer_id.clone(),
+        },
+    };
+    let runtime = Runtime::new(limits, ComponentCache::new(cache_dir), services)
+        .map_err(anyhow::Error::from)
+        .context("cannot create the WebAssembly engine")?;
+    let registry = Registry::load(runtime, &args.handlers)?;
+    tracing::info!(
+        handlers = registry.handlers().len(),
+        elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "handlers ready"
+    );
+    Ok(Dispatcher::new(registry, args.ignore_types.iter().cloned()))
+}

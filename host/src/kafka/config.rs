@@ -1,0 +1,59 @@
+//! librdkafka client configuration shared by consumers and producers.
+
+use rdkafka::ClientConfig;
+
+/// Connection settings: bootstrap servers plus raw librdkafka properties
+/// (`-X key=value`), which win over our defaults.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    pub bootstrap_servers: String,
+    pub properties: Vec<(String, String)>,
+}
+
+/// Parse one `-X key=value` argument.
+pub fn parse_property(arg: &str) -> Result<(String, String), String> {
+    match arg.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.to_owned()))
+        }
+        _ => Err(format!(
+            "expected a librdkafka property as key=value, got {arg:?}"
+        )),
+    }
+}
+
+impl KafkaSettings {
+    fn base(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap_servers);
+        for (key, value) in defaults {
+            config.set(*key, *value);
+        }
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// A consumer with manually assigned partitions: offsets live in our
+    /// own store, so librdkafka must neither commit nor store them.
+    pub fn consumer_config(&self, group_id: &str) -> ClientConfig {
+        self.base(&[
+            ("group.id", group_id),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("enable.partition.eof", "false"),
+        ])
+    }
+
+    /// The envelope producer. Idempotence keeps librdkafka's internal
+    /// retries from duplicating or reordering records.
+    pub fn producer_config(&self) -> ClientConfig {
+        self.base(&[
+            ("enable.idempotence", "true"),
+            ("linger.ms", "5"),
+            ("message.timeout.ms", "60000"),
+        ])
+    }
+}

@@ -1,0 +1,11 @@
+//! Kafka: client configuration, topic metadata, the envelope producer and
+//! the consumer loop.
+
+pub mod config;
+pub mod consumer;
+pub mod metadata;
+pub mod producer;
+
+pub use config::KafkaSettings;
+pub use metadata::TopicError;
+pub use producer::{DeliveryError, KafkaSink};

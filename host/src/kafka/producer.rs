@@ -1,0 +1,152 @@
+//! The envelope producer: queues rendered envelopes and confirms delivery
+//! before offsets are committed.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::client::ClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+
+use super::config::KafkaSettings;
+use super::metadata::{self, TopicError};
+use crate::component::MessageSink;
+
+/// How long a negative "topic exists" answer is trusted before asking the
+/// broker again (topics may be created while we run).
+const MISSING_TOPIC_RECHECK: Duration = Duration::from_secs(5);
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Counts failed deliveries; librdkafka reports them on its own thread.
+#[derive(Default)]
+pub struct DeliveryTracker {
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for DeliveryTracker {}
+
+impl ProducerContext for DeliveryTracker {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((error, message)) = result {
+            self.failed.fetch_add(1, Ordering::SeqCst);
+            if let Ok(mut first) = self.first_error.lock() {
+                first.get_or_insert_with(|| format!("to topic {:?}: {error}", message.topic()));
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("{count} produced record(s) were not delivered (first: {first})")]
+    Failed { count: u64, first: String },
+    #[error("produced records were not acknowledged within {0:?}: {1}")]
+    Timeout(Duration, KafkaError),
+    #[error("cannot create the Kafka producer: {0}")]
+    Create(KafkaError),
+}
+
+/// A Kafka producer for envelopes; also the guests' [`MessageSink`].
+pub struct KafkaSink {
+    producer: ThreadedProducer<DeliveryTracker>,
+    bootstrap: String,
+    /// Topics known to exist, or known missing as of an instant.
+    topics: Mutex<HashMap<String, Option<Instant>>>,
+}
+
+impl KafkaSink {
+    pub fn new(settings: &KafkaSettings) -> Result<Self, DeliveryError> {
+        let producer = settings
+            .producer_config()
+            .create_with_context(DeliveryTracker::default())
+            .map_err(DeliveryError::Create)?;
+        Ok(KafkaSink {
+            producer,
+            bootstrap: settings.bootstrap_servers.clone(),
+            topics: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Fail fast on a missing topic: librdkafka would hold the record for
+    /// `message.timeout.ms` and then fail the whole batch.
+    pub fn check_topic(&self, topic: &str) -> Result<(), TopicError> {
+        let cached = self.topics.lock().ok().and_then(|t| t.get(topic).copied());
+        match cached {
+            Some(None) => return Ok(()),
+            Some(Some(seen)) if seen.elapsed() < MISSING_TOPIC_RECHECK => {
+                return Err(TopicError::Missing(topic.to_owned()));
+            }
+            _ => {}
+        }
+        let found = metadata::partitions(
+            self.producer.client(),
+            topic,
+            &self.bootstrap,
+            METADATA_TIMEOUT,
+        );
+        let entry = match &found {
+            Ok(_) => None,
+            Err(TopicError::Missing(_)) => Some(Instant::now()),
+            Err(_) => return found.map(|_| ()),
+        };
+        if let Ok(mut topics) = self.topics.lock() {
+            topics.insert(topic.to_owned(), entry);
+        }
+        found.map(|_| ())
+    }
+
+    /// Queue one record, waiting while librdkafka's queue is full.
+    pub fn enqueue(&self, topic: &str, key: Option<&[u8]>, payload: &[u8]) -> Result<(), KafkaError> {
+        let mut record = BaseRecord::to(topic).payload(payload);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((error, _)) => return Err(error),
+            }
+        }
+    }
+
+    /// Wait until every queued record is acknowledged, and fail if any
+    /// record since the last call could not be delivered.
+    pub fn confirm(&self, timeout: Duration) -> Result<(), DeliveryError> {
+        self.producer
+            .flush(timeout)
+            .map_err(|e| DeliveryError::Timeout(timeout, e))?;
+        let tracker = self.producer.context();
+        let failed = tracker.failed.swap(0, Ordering::SeqCst);
+        if failed > 0 {
+            let first = tracker
+                .first_error
+                .lock()
+                .ok()
+                .and_then(|mut first| first.take())
+                .unwrap_or_default();
+            return Err(DeliveryError::Failed {
+                count: failed,
+                first,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl MessageSink for KafkaSink {
+    fn send(&self, topic: &str, key: Option<&str>, payload: Vec<u8>) -> Result<(), String> {
+        self.check_topic(topic).map_err(|e| e.to_string())?;
+        self.enqueue(topic, key.map(str::as_bytes), &payload)
+            .map_err(|e| format!("cannot queue record for topic {topic:?}: {e}"))
+    }
+}

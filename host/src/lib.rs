@@ -1,0 +1,16 @@
+//! logpipe-host: runs logpipe message handlers as sandboxed WebAssembly
+//! components over Kafka.
+//!
+//! Reading order for newcomers: `main.rs` and [`cli`] (the command line) →
+//! [`commands`] (one file per subcommand) → [`kafka::consumer`] (the consume
+//! loop and its offset rule) → [`dispatch`] (what happens to one record) →
+//! [`envelope`] (the wire format) → [`component`] (the Wasm side) →
+//! [`offsets`] (the SQLite store).
+
+pub mod cli;
+pub mod commands;
+pub mod component;
+pub mod dispatch;
+pub mod envelope;
+pub mod kafka;
+pub mod offsets;

@@ -1,0 +1,80 @@
+//! The `logpipe-host` binary: parse the command line, set up logging and
+//! signal handling, and hand over to a subcommand.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::Parser;
+use logpipe_host::cli::{Cli, Command};
+use logpipe_host::commands;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|e| {
+        eprintln!("ignoring invalid --log filter {:?}: {e}", cli.log);
+        EnvFilter::new("info")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let shutdown = watch_signals();
+    let result = match cli.command {
+        Command::Run(args) => commands::run::run(args, &shutdown),
+        Command::Produce(args) => commands::produce::produce(args),
+        Command::Dev(args) => commands::dev::dev(args, &shutdown),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The first SIGINT/SIGTERM asks the running command to finish in-flight
+/// work and commit; a second one exits at once (offsets stay at the last
+/// commit, so nothing is lost, only re-handled).
+fn watch_signals() -> Arc<AtomicBool> {
+    let requested = Arc::new(AtomicBool::new(false));
+    let flag = requested.clone();
+    let spawned = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => return tracing::warn!("no signal handling: {e}"),
+            };
+            runtime.block_on(async move {
+                use tokio::signal::unix::{SignalKind, signal};
+                let (Ok(mut term), Ok(mut int)) = (
+                    signal(SignalKind::terminate()),
+                    signal(SignalKind::interrupt()),
+                ) else {
+                    return tracing::warn!("no signal handling: cannot install handlers");
+                };
+                loop {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                    if flag.swap(true, Ordering::SeqCst) {
+                        eprintln!("second signal: exiting now; offsets stay at the last commit");
+                        std::process::exit(130);
+                    }
+                    tracing::info!("signal received: finishing in-flight records (signal again to exit now)");
+                }
+            });
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("no signal handling: {e}");
+    }
+    requested
+}
