@@ -36,13 +36,15 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Consume topics and hand each record to the handler of its (type, version).
-    #[command(after_help = "Exit status: 0 when stopped by --consumer-timeout-ms or a signal, \
+    #[command(
+        after_help = "Exit status: 0 when stopped by --consumer-timeout-ms or a signal, \
 3 when a record failed (handler asked to retry or trapped) and its partition was stopped \
 after the other partitions were drained, 1 on any other error.
 
 Example:
   logpipe-host run --handlers ./handlers --topic people --topic orders \\
-      --bootstrap-servers 127.0.0.1:9092 --offsets /var/lib/logpipe/offsets.sqlite3")]
+      --bootstrap-servers 127.0.0.1:9092 --offsets /var/lib/logpipe/offsets.sqlite3"
+    )]
     Run(RunArgs),
     /// Produce logpipe envelopes: one BODY_JSON argument, or one JSON body per stdin line.
     #[command(after_help = "Examples:
@@ -50,9 +52,11 @@ Example:
   cat people.jsonl | logpipe-host produce --topic people --type person --version 1 --key-field uuid")]
     Produce(ProduceArgs),
     /// Start an embedded Kafka-protocol cluster on 127.0.0.1 and run the handlers against it.
-    #[command(after_help = "The cluster is librdkafka's in-process mock cluster: records live in \
+    #[command(
+        after_help = "The cluster is librdkafka's in-process mock cluster: records live in \
 memory and vanish on exit. Produce into it from another terminal with
-  logpipe-host produce --bootstrap-servers <printed address> --topic people --type person --version 1 '{...}'")]
+  logpipe-host produce --bootstrap-servers <printed address> --topic people --type person --version 1 '{...}'"
+    )]
     Dev(DevArgs),
 }
 
@@ -64,11 +68,21 @@ pub struct HandlerArgs {
     pub handlers: PathBuf,
 
     /// Wall-clock limit of one handler call; a record exceeding it fails.
-    #[arg(long, env = "LOGPIPE_HANDLER_TIMEOUT_MS", default_value_t = 1000, value_name = "MS")]
+    #[arg(
+        long,
+        env = "LOGPIPE_HANDLER_TIMEOUT_MS",
+        default_value_t = 1000,
+        value_name = "MS"
+    )]
     pub handler_timeout_ms: u64,
 
     /// Memory limit of one handler instance.
-    #[arg(long, env = "LOGPIPE_HANDLER_MEMORY_MIB", default_value_t = 64, value_name = "MIB")]
+    #[arg(
+        long,
+        env = "LOGPIPE_HANDLER_MEMORY_MIB",
+        default_value_t = 64,
+        value_name = "MIB"
+    )]
     pub handler_memory_mib: usize,
 
     /// Where compiled components are cached [default: $XDG_CACHE_HOME/logpipe-host or ~/.cache/logpipe-host].
@@ -80,7 +94,12 @@ pub struct HandlerArgs {
     pub no_cache: bool,
 
     /// Message types to skip without calling a handler (repeatable).
-    #[arg(long = "ignore-type", env = "LOGPIPE_IGNORE_TYPE", value_delimiter = ',', value_name = "TYPE")]
+    #[arg(
+        long = "ignore-type",
+        env = "LOGPIPE_IGNORE_TYPE",
+        value_delimiter = ',',
+        value_name = "TYPE"
+    )]
     pub ignore_types: Vec<String>,
 
     /// Producer id written into envelopes the handlers produce (logpipe's PRODUCER_ID).
@@ -96,7 +115,13 @@ pub struct HandlerArgs {
 #[derive(Debug, Args)]
 pub struct ConsumeArgs {
     /// Topic to consume (repeatable); every partition is assigned.
-    #[arg(long = "topic", env = "LOGPIPE_TOPIC", value_delimiter = ',', required = true, value_name = "TOPIC")]
+    #[arg(
+        long = "topic",
+        env = "LOGPIPE_TOPIC",
+        value_delimiter = ',',
+        required = true,
+        value_name = "TOPIC"
+    )]
     pub topics: Vec<String>,
 
     /// Stop (exit 0, after committing) when no record arrived for this long.
@@ -104,15 +129,30 @@ pub struct ConsumeArgs {
     pub consumer_timeout_ms: Option<u64>,
 
     /// Commit handled offsets at least this often.
-    #[arg(long, env = "LOGPIPE_COMMIT_INTERVAL_MS", default_value_t = 100, value_name = "MS")]
+    #[arg(
+        long,
+        env = "LOGPIPE_COMMIT_INTERVAL_MS",
+        default_value_t = 100,
+        value_name = "MS"
+    )]
     pub commit_interval_ms: u64,
 
     /// Commit after at most this many records.
-    #[arg(long, env = "LOGPIPE_COMMIT_MAX_RECORDS", default_value_t = 5000, value_name = "N")]
+    #[arg(
+        long,
+        env = "LOGPIPE_COMMIT_MAX_RECORDS",
+        default_value_t = 5000,
+        value_name = "N"
+    )]
     pub commit_max_records: usize,
 
     /// Consumer group id (used for broker bookkeeping; partitions are assigned manually).
-    #[arg(long, env = "LOGPIPE_GROUP_ID", default_value = "logpipe-host", value_name = "ID")]
+    #[arg(
+        long,
+        env = "LOGPIPE_GROUP_ID",
+        default_value = "logpipe-host",
+        value_name = "ID"
+    )]
     pub group_id: String,
 }
 
@@ -120,7 +160,12 @@ pub struct ConsumeArgs {
 #[derive(Debug, Args)]
 pub struct KafkaArgs {
     /// Kafka bootstrap servers.
-    #[arg(long, env = "LOGPIPE_BOOTSTRAP_SERVERS", default_value = "127.0.0.1:9092", value_name = "HOST:PORT")]
+    #[arg(
+        long,
+        env = "LOGPIPE_BOOTSTRAP_SERVERS",
+        default_value = "127.0.0.1:9092",
+        value_name = "HOST:PORT"
+    )]
     pub bootstrap_servers: String,
 
     /// Raw librdkafka property for every client, e.g. `-X security.protocol=ssl` (repeatable).
@@ -138,7 +183,12 @@ pub struct RunArgs {
     pub kafka: KafkaArgs,
 
     /// SQLite file holding the offsets (created if missing).
-    #[arg(long, env = "LOGPIPE_OFFSETS", default_value = "./logpipe-offsets.sqlite3", value_name = "PATH")]
+    #[arg(
+        long,
+        env = "LOGPIPE_OFFSETS",
+        default_value = "./logpipe-offsets.sqlite3",
+        value_name = "PATH"
+    )]
     pub offsets: PathBuf,
 }
 
@@ -150,11 +200,21 @@ pub struct DevArgs {
     pub consume: ConsumeArgs,
 
     /// Partitions of each topic created in the embedded cluster.
-    #[arg(long, env = "LOGPIPE_DEV_PARTITIONS", default_value_t = 1, value_name = "N")]
+    #[arg(
+        long,
+        env = "LOGPIPE_DEV_PARTITIONS",
+        default_value_t = 1,
+        value_name = "N"
+    )]
     pub partitions: i32,
 
     /// More topics to create without consuming them (e.g. handler outputs such as people-index).
-    #[arg(long = "create-topic", env = "LOGPIPE_DEV_CREATE_TOPIC", value_delimiter = ',', value_name = "TOPIC")]
+    #[arg(
+        long = "create-topic",
+        env = "LOGPIPE_DEV_CREATE_TOPIC",
+        value_delimiter = ',',
+        value_name = "TOPIC"
+    )]
     pub create_topics: Vec<String>,
 
     /// Also write the embedded cluster's bootstrap address to this file (for scripts).
@@ -181,7 +241,12 @@ pub struct ProduceArgs {
     pub version: u32,
 
     /// Record key for every record.
-    #[arg(long, env = "LOGPIPE_PRODUCE_KEY", conflicts_with = "key_field", value_name = "KEY")]
+    #[arg(
+        long,
+        env = "LOGPIPE_PRODUCE_KEY",
+        conflicts_with = "key_field",
+        value_name = "KEY"
+    )]
     pub key: Option<String>,
 
     /// Take each record's key from this top-level field of its body (logpipe's KEY_FIELD).

@@ -1,6 +1,7 @@
 //! The `logpipe-host` binary: parse the command line, set up logging and
 //! signal handling, and hand over to a subcommand.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +20,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let shutdown = watch_signals();
     let result = match cli.command {
@@ -69,7 +71,9 @@ fn watch_signals() -> Arc<AtomicBool> {
                         eprintln!("second signal: exiting now; offsets stay at the last commit");
                         std::process::exit(130);
                     }
-                    tracing::info!("signal received: finishing in-flight records (signal again to exit now)");
+                    tracing::info!(
+                        "signal received: finishing in-flight records (signal again to exit now)"
+                    );
                 }
             });
         });

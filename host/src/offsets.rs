@@ -54,7 +54,8 @@ impl OffsetStore {
         // WAL lets operators read offsets (sqlite3 CLI) while the host writes.
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_error)?;
-        conn.busy_timeout(Duration::from_secs(5)).map_err(open_error)?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(open_error)?;
         conn.execute_batch(SCHEMA).map_err(open_error)?;
         Ok(OffsetStore {
             conn,
@@ -137,7 +138,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("offsets.sqlite3");
         let mut store = OffsetStore::open(&path).unwrap();
-        store.commit_kafka([("a", 0, 10), ("a", 1, 3), ("b", 0, 1)]).unwrap();
+        store
+            .commit_kafka([("a", 0, 10), ("a", 1, 3), ("b", 0, 1)])
+            .unwrap();
         store.commit_kafka([("a", 0, 12)]).unwrap();
         drop(store);
         let store = OffsetStore::open(&path).unwrap();

@@ -37,7 +37,11 @@ pub fn dev(args: DevArgs, shutdown: &AtomicBool) -> anyhow::Result<ExitCode> {
     println!(
         "feed it from another terminal:\n  logpipe-host produce --bootstrap-servers {bootstrap} \
          --topic {} --type TYPE --version 1 '{{...}}'",
-        args.consume.topics.first().map(String::as_str).unwrap_or("TOPIC")
+        args.consume
+            .topics
+            .first()
+            .map(String::as_str)
+            .unwrap_or("TOPIC")
     );
     let settings = KafkaSettings {
         bootstrap_servers: bootstrap,

@@ -23,7 +23,13 @@ pub fn run(args: RunArgs, shutdown: &AtomicBool) -> anyhow::Result<ExitCode> {
         bootstrap_servers: args.kafka.bootstrap_servers.clone(),
         properties: args.kafka.properties.clone(),
     };
-    consume_with_handlers(&args.handler, &args.consume, &settings, &args.offsets, shutdown)
+    consume_with_handlers(
+        &args.handler,
+        &args.consume,
+        &settings,
+        &args.offsets,
+        shutdown,
+    )
 }
 
 /// Load the handlers, then consume until stopped. Shared by `run` and `dev`.
@@ -45,14 +51,24 @@ pub fn consume_with_handlers(
         commit_max_records: consume_args.commit_max_records.max(1),
         delivery_timeout: Duration::from_secs(120),
     };
-    let started = Instant::now();
-    let result = consumer::consume(settings, &options, &mut dispatcher, &sink, &mut store, shutdown);
+    let result = consumer::consume(
+        settings,
+        &options,
+        &mut dispatcher,
+        &sink,
+        &mut store,
+        shutdown,
+    );
     let counts = dispatcher.counts();
-    let elapsed = started.elapsed().as_secs_f64();
+    let busy = result.as_ref().map(|s| s.busy.as_secs_f64()).unwrap_or(0.0);
     // The summary goes to stdout, one line, for operators and scripts alike.
     println!(
-        "summary: {counts} elapsed_s={elapsed:.3} rate_per_s={:.0}",
-        counts.total() as f64 / elapsed.max(1e-9)
+        "summary: {counts} busy_s={busy:.3} records_per_s={:.0}",
+        if busy > 0.0 {
+            counts.total() as f64 / busy
+        } else {
+            0.0
+        }
     );
     let summary = result.context("consuming stopped")?;
     Ok(match summary.reason {
@@ -95,7 +111,7 @@ pub fn load_handlers(args: &HandlerArgs, sink: Arc<dyn MessageSink>) -> anyhow::
     let registry = Registry::load(runtime, &args.handlers)?;
     tracing::info!(
         handlers = registry.handlers().len(),
-        elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+        elapsed = ?started.elapsed(),
         "handlers ready"
     );
     Ok(Dispatcher::new(registry, args.ignore_types.iter().cloned()))

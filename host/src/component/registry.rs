@@ -57,7 +57,9 @@ pub enum Route<'a> {
     /// No handler declared this message type.
     UnknownType,
     /// The type is known, but not with this version.
-    UnknownVersion { known: &'a [u32] },
+    UnknownVersion {
+        known: &'a [u32],
+    },
 }
 
 /// The loaded handlers, and the runtime they run in (which must live as
@@ -188,9 +190,9 @@ fn load_one(
         .unwrap_or_default();
     let mut handler = Handler::link(runtime, linker, &component, &name, file.to_path_buf(), hash)
         .map_err(|e| LoadError::WrongWorld {
-            file: file.to_path_buf(),
-            reason: first_line(&e),
-        })?;
+        file: file.to_path_buf(),
+        reason: first_line(&e),
+    })?;
     handler.identify().map_err(|e| LoadError::Identify {
         file: file.to_path_buf(),
         reason: first_line(&e),
@@ -200,7 +202,7 @@ fn load_one(
         message_type = %handler.message_type,
         version = handler.version,
         hash = %&handler.hash[..12],
-        elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+        elapsed = ?started.elapsed(),
         "loaded {} ({outcome})",
         file.display()
     );

@@ -40,7 +40,8 @@ impl<'de> Deserialize<'de> for Format {
 }
 
 fn vectors() -> Vec<Vector> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/envelopes.json");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/envelopes.json");
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let vectors: Vec<Vector> = serde_json::from_str(&text).expect("vectors parse");
@@ -80,7 +81,12 @@ fn decodes_every_vector_as_logpipe_does() {
         if v.expect.ok {
             let env = result.unwrap_or_else(|e| panic!("{}: {e}", v.name));
             assert_eq!(Some(env.format), v.format, "{}", v.name);
-            assert_eq!(Some(env.message_type.as_str()), v.expect.message_type.as_deref(), "{}", v.name);
+            assert_eq!(
+                Some(env.message_type.as_str()),
+                v.expect.message_type.as_deref(),
+                "{}",
+                v.name
+            );
             assert_eq!(env.version.as_number(), v.expect.version, "{}", v.name);
             assert_eq!(env.producer, v.expect.producer, "{}", v.name);
             let body: Value = serde_json::from_str(&env.body).expect("body is JSON");
@@ -90,7 +96,12 @@ fn decodes_every_vector_as_logpipe_does() {
                 Ok(env) => panic!("{}: decoded as {env:?}", v.name),
                 Err(err) => err,
             };
-            assert_eq!(Some(err.class()), v.expect.error.as_deref(), "{}: {err}", v.name);
+            assert_eq!(
+                Some(err.class()),
+                v.expect.error.as_deref(),
+                "{}: {err}",
+                v.name
+            );
         }
     }
 }
@@ -125,8 +136,14 @@ fn renders_byte_exact_vectors_identically() {
 fn classifies_edge_cases() {
     let class = |bytes: &[u8]| decode(bytes).map(|_| ()).map_err(|e| e.class());
     assert_eq!(class(b"json:[\"person\",1,{}]"), Err("invalid-message"));
-    assert_eq!(class(b"json:{\"type\":5,\"version\":1,\"message\":{}}"), Err("invalid-message"));
-    assert_eq!(class(b"json:{\"type\":\"a\",\"version\":1,\"message\":{}} x"), Err("invalid-message"));
+    assert_eq!(
+        class(b"json:{\"type\":5,\"version\":1,\"message\":{}}"),
+        Err("invalid-message")
+    );
+    assert_eq!(
+        class(b"json:{\"type\":\"a\",\"version\":1,\"message\":{}} x"),
+        Err("invalid-message")
+    );
     assert_eq!(class(b"pickle:"), Err("unknown-format"));
     assert_eq!(class(b":"), Err("unknown-format"));
     let env = decode(b"json:{\"type\":\"a\",\"version\":\"1\",\"message\":{},\"x\":[1]}").unwrap();
@@ -140,12 +157,23 @@ fn classifies_edge_cases() {
 
 #[test]
 fn json_round_trips_through_render_and_decode() {
-    let body = r#"{"n": 123456789012345678901234567890, "s": "a\"b\u0001\n", "f": 1.5e300, "z": -0}"#;
+    let body =
+        r#"{"n": 123456789012345678901234567890, "s": "a\"b\u0001\n", "f": 1.5e300, "z": -0}"#;
     let wire = render(Format::Json, "t", 7, body, Some("me")).unwrap();
     let env = decode(&wire).unwrap();
-    assert_eq!(env.body, r#"{"n":123456789012345678901234567890,"s":"a\"b\u0001\n","f":1.5e+300,"z":-0}"#);
+    assert_eq!(
+        env.body,
+        r#"{"n":123456789012345678901234567890,"s":"a\"b\u0001\n","f":1.5e+300,"z":-0}"#
+    );
     assert_eq!(env.producer.as_deref(), Some("me"));
-    let wire = render(Format::Msgpack, "t", 7, r#"{"a":[1,-1,-200,70000,1.25,"x",null,true]}"#, None).unwrap();
+    let wire = render(
+        Format::Msgpack,
+        "t",
+        7,
+        r#"{"a":[1,-1,-200,70000,1.25,"x",null,true]}"#,
+        None,
+    )
+    .unwrap();
     let env = decode(&wire).unwrap();
     assert_eq!(env.body, r#"{"a":[1,-1,-200,70000,1.25,"x",null,true]}"#);
 }

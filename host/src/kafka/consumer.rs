@@ -5,7 +5,7 @@
 //! produced has been acknowledged by the broker. A failed record (retry,
 //! trap) stops its partition right before it; the rest keep flowing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -59,6 +59,9 @@ pub enum StopReason {
 pub struct ConsumeSummary {
     pub counts: Counts,
     pub reason: StopReason,
+    /// From the first record received to the last one settled: the time
+    /// spent working, without start-up or the final idle wait.
+    pub busy: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +84,8 @@ struct PartitionState {
     committed: Option<i64>,
     /// Next offset to read once the records handled so far are committed.
     staged: Option<i64>,
+    /// The `staged` value last handed to a delivery batch.
+    sealed: Option<i64>,
     /// Next offset to read (past handled and skipped records).
     position: Option<i64>,
     stopped: bool,
@@ -97,6 +102,11 @@ struct Consumption<'a> {
     index: HashMap<(usize, i32), usize>,
     since_commit: usize,
     last_commit: Instant,
+    /// Staged offsets waiting for their delivery batch to be acknowledged,
+    /// oldest first: (batch, [(partition slot, next offset)]).
+    awaiting: VecDeque<(u64, Vec<(usize, i64)>)>,
+    first_record: Option<Instant>,
+    last_settled: Option<Instant>,
 }
 
 /// Consume `options.topics` until idle, shut down, or a failed record.
@@ -120,16 +130,25 @@ pub fn consume(
         index: HashMap::new(),
         since_commit: 0,
         last_commit: Instant::now(),
+        awaiting: VecDeque::new(),
+        first_record: None,
+        last_settled: None,
     };
     run.assign()?;
     // On an error nothing more is committed: after a failed delivery the
     // staged offsets cover records whose output may be lost, and replaying
     // them is the at-least-once answer.
     let reason = run.poll_until_stopped(shutdown)?;
-    run.commit()?;
+    run.sink.confirm(options.delivery_timeout)?;
+    run.checkpoint()?;
+    let busy = match (run.first_record, run.last_settled) {
+        (Some(first), Some(last)) => last.duration_since(first),
+        _ => Duration::ZERO,
+    };
     Ok(ConsumeSummary {
         counts: run.dispatcher.counts(),
         reason,
+        busy,
     })
 }
 
@@ -150,11 +169,20 @@ impl Consumption<'_> {
                 let committed = stored.get(&partition).copied();
                 let offset = match committed {
                     Some(next) => {
-                        tracing::info!(topic, partition, offset = next, "resuming from stored offset");
+                        tracing::info!(
+                            topic,
+                            partition,
+                            offset = next,
+                            "resuming from stored offset"
+                        );
                         Offset::Offset(next)
                     }
                     None => {
-                        tracing::info!(topic, partition, "no stored offset, starting at the beginning");
+                        tracing::info!(
+                            topic,
+                            partition,
+                            "no stored offset, starting at the beginning"
+                        );
                         Offset::Beginning
                     }
                 };
@@ -166,6 +194,7 @@ impl Consumption<'_> {
                     partition,
                     committed,
                     staged: committed,
+                    sealed: committed,
                     position: committed,
                     stopped: false,
                 });
@@ -193,6 +222,7 @@ impl Consumption<'_> {
                 }
                 Some(Ok(message)) => {
                     last_record = Instant::now();
+                    self.first_record.get_or_insert(last_record);
                     let Some(&slot) = self
                         .options
                         .topics
@@ -222,12 +252,13 @@ impl Consumption<'_> {
                     let next = message.offset() + 1;
                     drop(message);
                     self.settle(slot, verdict, next)?;
+                    self.last_settled = Some(Instant::now());
                 }
             }
             if self.since_commit >= self.options.commit_max_records
                 || self.last_commit.elapsed() >= self.options.commit_interval
             {
-                self.commit()?;
+                self.checkpoint()?;
             }
             if self.partitions.iter().any(|p| p.stopped) {
                 if self.partitions.iter().all(|p| p.stopped) {
@@ -243,7 +274,10 @@ impl Consumption<'_> {
             if let Some(idle) = self.options.idle_timeout
                 && last_record.elapsed() >= idle
             {
-                tracing::info!(idle_ms = idle.as_millis() as u64, "no new records: stopping");
+                tracing::info!(
+                    idle_ms = idle.as_millis() as u64,
+                    "no new records: stopping"
+                );
                 return Ok(StopReason::Idle);
             }
         }
@@ -292,28 +326,44 @@ impl Consumption<'_> {
         Ok(true)
     }
 
-    /// Confirm produced records, then store every advanced offset in one
-    /// transaction.
-    fn commit(&mut self) -> Result<(), ConsumeError> {
+    /// Seal the offsets staged since the last checkpoint into a delivery
+    /// batch, then store, in one transaction, the offsets of every batch the
+    /// broker has fully acknowledged.
+    fn checkpoint(&mut self) -> Result<(), ConsumeError> {
         self.since_commit = 0;
         self.last_commit = Instant::now();
-        let advanced: Vec<usize> = (0..self.partitions.len())
-            .filter(|&i| self.partitions[i].staged > self.partitions[i].committed)
-            .collect();
-        if advanced.is_empty() {
+        let mut sealed = Vec::new();
+        for (slot, state) in self.partitions.iter_mut().enumerate() {
+            if let Some(next) = state.staged
+                && state.staged > state.sealed
+            {
+                state.sealed = Some(next);
+                sealed.push((slot, next));
+            }
+        }
+        if !sealed.is_empty() {
+            self.awaiting.push_back((self.sink.seal(), sealed));
+        }
+        let acknowledged = self.sink.acknowledged_below()?;
+        let mut ready: HashMap<usize, i64> = HashMap::new();
+        while let Some((batch, _)) = self.awaiting.front()
+            && *batch < acknowledged
+        {
+            if let Some((_, offsets)) = self.awaiting.pop_front() {
+                ready.extend(offsets);
+            }
+        }
+        if ready.is_empty() {
             return Ok(());
         }
-        self.sink.confirm(self.options.delivery_timeout)?;
         let topics = &self.options.topics;
         let partitions = &self.partitions;
-        self.store.commit_kafka(advanced.iter().filter_map(|&i| {
-            let p = &partitions[i];
-            p.staged
-                .map(|next| (topics[p.topic].as_str(), p.partition, next))
+        self.store.commit_kafka(ready.iter().map(|(&slot, &next)| {
+            let p = &partitions[slot];
+            (topics[p.topic].as_str(), p.partition, next)
         }))?;
-        for i in advanced {
-            let state = &mut self.partitions[i];
-            state.committed = state.staged;
+        for (slot, next) in ready {
+            self.partitions[slot].committed = Some(next);
         }
         Ok(())
     }

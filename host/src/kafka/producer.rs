@@ -1,7 +1,12 @@
-//! The envelope producer: queues rendered envelopes and confirms delivery
-//! before offsets are committed.
+//! The envelope producer: queues rendered envelopes and tells the consumer
+//! which of them the broker has acknowledged.
+//!
+//! Records are counted in numbered batches. The consumer seals a batch when
+//! it stages offsets, keeps consuming, and stores those offsets once every
+//! record produced in that batch and all earlier ones is acknowledged. No
+//! flush stalls the pipeline; a broker round trip only delays the commit.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -20,25 +25,63 @@ use crate::component::MessageSink;
 const MISSING_TOPIC_RECHECK: Duration = Duration::from_secs(5);
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Counts failed deliveries; librdkafka reports them on its own thread.
+/// Records in flight per batch, and failed deliveries. librdkafka reports
+/// deliveries on its own thread.
 #[derive(Default)]
 pub struct DeliveryTracker {
+    ledger: Mutex<Ledger>,
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
+}
+
+#[derive(Default)]
+struct Ledger {
+    /// The batch new records are counted in.
+    open: u64,
+    /// Unacknowledged records per batch; batches at zero are removed.
+    in_flight: BTreeMap<u64, u64>,
+}
+
+impl DeliveryTracker {
+    fn sent(&self) -> u64 {
+        let mut ledger = self.lock();
+        let batch = ledger.open;
+        *ledger.in_flight.entry(batch).or_default() += 1;
+        batch
+    }
+
+    fn settled(&self, batch: u64) {
+        let mut ledger = self.lock();
+        if let Some(count) = ledger.in_flight.get_mut(&batch) {
+            *count -= 1;
+            if *count == 0 {
+                ledger.in_flight.remove(&batch);
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        // The ledger holds plain counters: a panic elsewhere cannot leave it
+        // half-updated, so a poisoned lock is still usable.
+        self.ledger
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 impl ClientContext for DeliveryTracker {}
 
 impl ProducerContext for DeliveryTracker {
-    type DeliveryOpaque = ();
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, batch: usize) {
         if let Err((error, message)) = result {
             self.failed.fetch_add(1, Ordering::SeqCst);
             if let Ok(mut first) = self.first_error.lock() {
                 first.get_or_insert_with(|| format!("to topic {:?}: {error}", message.topic()));
             }
         }
+        self.settled(batch as u64);
     }
 }
 
@@ -102,8 +145,15 @@ impl KafkaSink {
     }
 
     /// Queue one record, waiting while librdkafka's queue is full.
-    pub fn enqueue(&self, topic: &str, key: Option<&[u8]>, payload: &[u8]) -> Result<(), KafkaError> {
-        let mut record = BaseRecord::to(topic).payload(payload);
+    pub fn enqueue(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+    ) -> Result<(), KafkaError> {
+        let tracker = self.producer.context();
+        let batch = tracker.sent();
+        let mut record = BaseRecord::with_opaque_to(topic, batch as usize).payload(payload);
         if let Some(key) = key {
             record = record.key(key);
         }
@@ -114,25 +164,53 @@ impl KafkaSink {
                     record = back;
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                Err((error, _)) => return Err(error),
+                Err((error, _)) => {
+                    tracker.settled(batch);
+                    return Err(error);
+                }
             }
         }
     }
 
+    /// Close the open batch: records queued from now on count in the next
+    /// one. Returns the closed batch's number.
+    pub fn seal(&self) -> u64 {
+        let mut ledger = self.producer.context().lock();
+        ledger.open += 1;
+        ledger.open - 1
+    }
+
+    /// Every batch numbered below the returned value has been acknowledged
+    /// in full. Fails if any delivery failed.
+    pub fn acknowledged_below(&self) -> Result<u64, DeliveryError> {
+        self.check_failures()?;
+        let ledger = self.producer.context().lock();
+        Ok(ledger
+            .in_flight
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(ledger.open))
+    }
+
     /// Wait until every queued record is acknowledged, and fail if any
-    /// record since the last call could not be delivered.
+    /// could not be delivered.
     pub fn confirm(&self, timeout: Duration) -> Result<(), DeliveryError> {
         self.producer
             .flush(timeout)
             .map_err(|e| DeliveryError::Timeout(timeout, e))?;
+        self.check_failures()
+    }
+
+    fn check_failures(&self) -> Result<(), DeliveryError> {
         let tracker = self.producer.context();
-        let failed = tracker.failed.swap(0, Ordering::SeqCst);
+        let failed = tracker.failed.load(Ordering::SeqCst);
         if failed > 0 {
             let first = tracker
                 .first_error
                 .lock()
                 .ok()
-                .and_then(|mut first| first.take())
+                .and_then(|first| first.clone())
                 .unwrap_or_default();
             return Err(DeliveryError::Failed {
                 count: failed,
