@@ -14,7 +14,7 @@ pub enum TopicError {
     Metadata {
         topic: String,
         bootstrap: String,
-        source: KafkaError,
+        source: Box<KafkaError>,
     },
 }
 
@@ -31,7 +31,7 @@ pub fn partitions<C: ClientContext>(
         .map_err(|source| TopicError::Metadata {
             topic: topic.to_owned(),
             bootstrap: bootstrap.to_owned(),
-            source,
+            source: Box::new(source),
         })?;
     let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
         return Err(TopicError::Missing(topic.to_owned()));
@@ -45,7 +45,7 @@ pub fn partitions<C: ClientContext>(
             return Err(TopicError::Metadata {
                 topic: topic.to_owned(),
                 bootstrap: bootstrap.to_owned(),
-                source: KafkaError::MetadataFetch(code.into()),
+                source: Box::new(KafkaError::MetadataFetch(code.into())),
             });
         }
     }

@@ -1,0 +1,85 @@
+//! The echo guest: the reference behaviour other-language guests copy.
+//! Bodies arrive unchanged, keys are preserved, msgpack input reaches the
+//! guest as JSON.
+
+use std::time::Duration;
+
+use logpipe_tests::*;
+
+#[test]
+fn echo_preserves_bodies_and_keys() {
+    let broker = Broker::start();
+    let topic = unique("echo");
+    broker.create_topic(&topic, 1);
+    broker.create_topic("echo-out", 1);
+    let bodies = [
+        r#"{"text":"Zürich — Straße 東京 🚀"}"#,
+        r#"{"id":9007199254740993,"big":123456789012345678901234567890,"f":47.3769}"#,
+        r#"{"nested":{"a":[1,{"b":null}],"t":true}}"#,
+        r#"{}"#,
+    ];
+    let mut records: Vec<Raw> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| {
+            let value = format!(r#"json:{{"type":"echo","version":1,"message":{body}}}"#);
+            if i % 2 == 0 {
+                Raw::keyed(&format!("key-{i}"), value)
+            } else {
+                Raw::value(value)
+            }
+        })
+        .collect();
+    let msgpack = logpipe_host::envelope::render(
+        logpipe_host::envelope::Format::Msgpack,
+        "echo",
+        1,
+        r#"{"from":"msgpack","n":-42}"#,
+        Some("py"),
+    )
+    .unwrap();
+    records.push(Raw::keyed("mp", msgpack));
+    broker.produce(&topic, &records);
+
+    let work = tempfile::tempdir().unwrap();
+    let mut command = host();
+    command
+        .arg("run")
+        .arg("--handlers")
+        .arg(root().join("target/handlers"))
+        .args(["--topic", &topic, "--bootstrap-servers", &broker.bootstrap])
+        .arg("--offsets")
+        .arg(work.path().join("offsets.sqlite3"))
+        .args([
+            "--producer-id",
+            "echo-host",
+            "--consumer-timeout-ms",
+            "2000",
+        ]);
+    let run = finish(command, None, Duration::from_secs(120));
+    run.assert_code(0);
+    assert_eq!(run.count("handled"), 5);
+
+    let out: Vec<(Option<String>, String)> = broker
+        .read_all("echo-out")
+        .iter()
+        .map(|r| (r.key_text(), r.value_text()))
+        .collect();
+    let mut expected: Vec<(Option<String>, String)> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| {
+            (
+                (i % 2 == 0).then(|| format!("key-{i}")),
+                format!(
+                    r#"json:{{"type":"echo","version":1,"message":{body},"producer":"echo-host"}}"#
+                ),
+            )
+        })
+        .collect();
+    expected.push((
+        Some("mp".into()),
+        r#"json:{"type":"echo","version":1,"message":{"from":"msgpack","n":-42},"producer":"echo-host"}"#.into(),
+    ));
+    assert_eq!(out, expected);
+}

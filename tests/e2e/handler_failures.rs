@@ -1,0 +1,151 @@
+//! Records whose handler fails (retry, panic, endless loop, unbounded
+//! allocation) stop their own partition before the record; the other
+//! partitions are drained; the host survives and exits 3.
+
+use std::time::{Duration, Instant};
+
+use logpipe_tests::*;
+use serde_json::json;
+
+fn chaos(action: &str) -> Vec<u8> {
+    envelope("chaos", 1, &json!({ "action": action }))
+}
+
+#[test]
+fn a_failed_record_stops_its_partition_and_the_rest_drain() {
+    let broker = Broker::start();
+    let topic = unique("chaos");
+    broker.create_topic(&topic, 5);
+    let mut records = Vec::new();
+    for (partition, failing) in [(0, "retry"), (1, "loop"), (2, "alloc"), (3, "panic")] {
+        for action in ["ok", failing, "ok"] {
+            records.push(Raw::value(chaos(action)).on(partition));
+        }
+    }
+    for _ in 0..5 {
+        records.push(Raw::value(chaos("ok")).on(4));
+    }
+    broker.produce(&topic, &records);
+
+    let handlers = handlers_folder(&[("chaos", "chaos")]);
+    let work = tempfile::tempdir().unwrap();
+    let offsets = work.path().join("offsets.sqlite3");
+    let mut command = host();
+    command
+        .arg("run")
+        .arg("--handlers")
+        .arg(handlers.path())
+        .args(["--topic", &topic, "--bootstrap-servers", &broker.bootstrap])
+        .arg("--offsets")
+        .arg(&offsets)
+        .args(["--handler-timeout-ms", "300", "--handler-memory-mib", "32"]);
+    let started = Instant::now();
+    // No consumer timeout: the host must stop on its own once the healthy
+    // partition is drained.
+    let run = finish(command, None, Duration::from_secs(120));
+    run.assert_code(3);
+    assert!(started.elapsed() < Duration::from_secs(60));
+
+    assert_eq!(run.count("failed"), 4);
+    assert_eq!(run.count("handled"), 4 + 5);
+    let log = &run.stderr;
+    assert!(log.contains("asked to retry"), "{log}");
+    assert!(
+        log.contains("deadline exceeded: the call ran longer than 300 ms"),
+        "{log}"
+    );
+    assert!(log.contains("memory limit exceeded"), "{log}");
+    assert!(log.contains("unreachable"), "panic traps: {log}");
+
+    let stored = stored_offsets(&offsets);
+    for partition in 0..4 {
+        assert_eq!(
+            stored.get(&(topic.clone(), partition)),
+            Some(&1),
+            "partition {partition} stops before its failed record: {stored:?}"
+        );
+    }
+    assert_eq!(stored.get(&(topic.clone(), 4)), Some(&5), "{stored:?}");
+
+    // The next start retries exactly the failed records.
+    let mut again = host();
+    again
+        .arg("run")
+        .arg("--handlers")
+        .arg(handlers.path())
+        .args(["--topic", &topic, "--bootstrap-servers", &broker.bootstrap])
+        .arg("--offsets")
+        .arg(&offsets)
+        .args(["--handler-timeout-ms", "300", "--handler-memory-mib", "32"]);
+    let rerun = finish(again, None, Duration::from_secs(120));
+    rerun.assert_code(3);
+    assert_eq!(rerun.count("failed"), 4);
+    assert_eq!(rerun.count("handled"), 0);
+}
+
+/// A trapped instance is replaced by a fresh one: the same handler keeps
+/// serving records after a deadline, a memory-limit hit and a panic.
+#[test]
+fn a_fresh_instance_replaces_a_trapped_one() {
+    use logpipe_host::component::bindings::{Envelope, Origin};
+    use logpipe_host::component::cache::ComponentCache;
+    use logpipe_host::component::host_api::HostServices;
+    use logpipe_host::component::{
+        GuestLimits, HandleOutcome, MessageSink, ProduceSettings, Registry, Route, Runtime,
+    };
+    use std::sync::Arc;
+
+    struct Discard;
+    impl MessageSink for Discard {
+        fn send(&self, _: &str, _: Option<&str>, _: Vec<u8>) -> Result<(), String> {
+            Ok(())
+        }
+    }
+    let limits = GuestLimits {
+        call_timeout: Duration::from_millis(200),
+        max_memory_bytes: 32 << 20,
+        ..GuestLimits::default()
+    };
+    let services = HostServices {
+        sink: Arc::new(Discard),
+        produce: ProduceSettings {
+            format: logpipe_host::envelope::Format::Json,
+            producer_id: None,
+        },
+    };
+    let runtime = Runtime::new(limits, ComponentCache::new(None), services).expect("runtime");
+    let handlers = handlers_folder(&[("chaos", "chaos")]);
+    let mut registry = Registry::load(runtime, handlers.path()).expect("load chaos");
+    let Route::Handler(handler) = registry.route("chaos", Some(1)) else {
+        panic!("chaos v1 routed");
+    };
+    let call = |action: &str| Envelope {
+        message_type: "chaos".into(),
+        version: 1,
+        producer: None,
+        key: None,
+        body: json!({ "action": action }).to_string(),
+        origin: Origin {
+            source: "t".into(),
+            partition: "0".into(),
+            offset: "0".into(),
+            timestamp_ms: None,
+        },
+    };
+    for failing in ["loop", "alloc", "panic"] {
+        let outcome = handler.handle(&call(failing));
+        assert!(
+            matches!(outcome, HandleOutcome::Trapped(_)),
+            "{failing}: {outcome:?}"
+        );
+        assert_eq!(
+            handler.handle(&call("ok")),
+            HandleOutcome::Handled,
+            "after {failing}"
+        );
+    }
+    assert_eq!(
+        handler.handle(&call("reject")),
+        HandleOutcome::Rejected("asked to reject".into())
+    );
+}
