@@ -56,6 +56,10 @@ fn a_failed_record_stops_its_partition_and_the_rest_drain() {
     );
     assert!(log.contains("memory limit exceeded"), "{log}");
     assert!(log.contains("unreachable"), "panic traps: {log}");
+    assert!(
+        log.contains("(guest stderr: ") && log.contains("asked to panic"),
+        "panic message kept: {log}"
+    );
 
     let stored = stored_offsets(&offsets);
     for partition in 0..4 {
@@ -148,4 +152,12 @@ fn a_fresh_instance_replaces_a_trapped_one() {
         handler.handle(&call("reject")),
         HandleOutcome::Rejected("asked to reject".into())
     );
+    // A produce the host refuses is an error the guest sees, not a trap.
+    match handler.handle(&call("produce-bad-json")) {
+        HandleOutcome::Rejected(reason) => assert!(
+            reason.starts_with("produce failed: message body is not valid JSON"),
+            "{reason}"
+        ),
+        other => panic!("produce-bad-json: {other:?}"),
+    }
 }

@@ -108,6 +108,7 @@ impl Handler {
             Err(e) => return HandleOutcome::Trapped(format!("cannot instantiate: {}", chain(&e))),
         };
         live.store.set_epoch_deadline(deadline);
+        live.store.data().stderr.start_call();
         live.store.data_mut().record = RecordContext {
             topic: envelope.origin.source.clone(),
             partition: envelope.origin.partition.clone(),
@@ -117,12 +118,16 @@ impl Handler {
             .bindings
             .logpipe_handler_handler()
             .call_handle(&mut live.store, envelope);
+        let stderr = live.store.data().stderr.finish_call();
         match result {
             Ok(Ok(())) => HandleOutcome::Handled,
             Ok(Err(HandleError::Reject(reason))) => HandleOutcome::Rejected(reason),
             Ok(Err(HandleError::Retry(reason))) => HandleOutcome::Retry(reason),
             Err(error) => {
-                let reason = self.trap_reason(&error);
+                let mut reason = self.trap_reason(&error);
+                if let Some(stderr) = stderr {
+                    reason = format!("{reason} (guest stderr: {stderr})");
+                }
                 self.live = None;
                 HandleOutcome::Trapped(reason)
             }
@@ -139,13 +144,16 @@ impl Handler {
         if let Some(hit) = hit {
             return hit.to_string();
         }
-        if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-            return format!(
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => format!(
                 "deadline exceeded: the call ran longer than {} ms",
                 self.limits.call_timeout.as_millis()
-            );
+            ),
+            // The wasm backtrace that comes with a trap spans many lines;
+            // the trap code is what an operator needs in a log line.
+            Some(trap) => trap.to_string(),
+            None => chain(error),
         }
-        chain(error)
     }
 }
 

@@ -8,6 +8,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::Level;
 use super::bindings::logpipe::handler::host::Host;
 use super::engine::{GuestLimiter, GuestLimits};
+use super::guest_output::{GuestOutput, Stream};
 use crate::envelope::{self, Format};
 
 /// Where produced records go: the backend the records come from.
@@ -48,20 +49,27 @@ pub struct HostState {
     services: Arc<HostServices>,
     handler: Arc<str>,
     pub record: RecordContext,
+    pub stderr: GuestOutput,
 }
 
 impl HostState {
     /// A fresh state: WASI with nothing granted (no preopened directories,
-    /// no environment, no arguments, stdin closed, stdout/stderr discarded,
-    /// no network addresses allowed).
+    /// no environment, no arguments, stdin closed, no network addresses
+    /// allowed); stdout and stderr go to the host log.
     pub fn new(services: Arc<HostServices>, handler: Arc<str>, limits: GuestLimits) -> Self {
+        let stderr = GuestOutput::new(handler.clone(), Stream::Stderr);
+        let wasi = WasiCtx::builder()
+            .stdout(GuestOutput::new(handler.clone(), Stream::Stdout))
+            .stderr(stderr.clone())
+            .build();
         HostState {
-            wasi: WasiCtx::builder().build(),
+            wasi,
             table: ResourceTable::new(),
             limiter: GuestLimiter::new(limits),
             services,
             handler,
             record: RecordContext::default(),
+            stderr,
         }
     }
 }
