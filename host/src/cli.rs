@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::component::ProduceSettings;
 use crate::envelope::Format;
 use crate::kafka::config::parse_property;
 
@@ -102,13 +103,30 @@ pub struct HandlerArgs {
     )]
     pub ignore_types: Vec<String>,
 
-    /// Producer id written into envelopes the handlers produce (logpipe's PRODUCER_ID).
+    #[command(flatten)]
+    pub envelope: EnvelopeArgs,
+}
+
+/// How produced envelopes are rendered, for the `produce` command and for
+/// what handlers produce.
+#[derive(Debug, Args)]
+pub struct EnvelopeArgs {
+    /// Envelope `producer` (logpipe's PRODUCER_ID); omitted when not set.
     #[arg(long, env = "LOGPIPE_PRODUCER_ID", value_name = "ID")]
     pub producer_id: Option<String>,
 
-    /// Format of envelopes the handlers produce (logpipe's DEFAULT_FORMAT).
+    /// Envelope format of produced messages (logpipe's DEFAULT_FORMAT).
     #[arg(long, env = "LOGPIPE_FORMAT", value_enum, default_value_t = Format::Json)]
     pub format: Format,
+}
+
+impl EnvelopeArgs {
+    pub fn settings(&self) -> ProduceSettings {
+        ProduceSettings {
+            format: self.format,
+            producer_id: self.producer_id.clone(),
+        }
+    }
 }
 
 /// How records are consumed and committed.
@@ -253,13 +271,8 @@ pub struct ProduceArgs {
     #[arg(long, env = "LOGPIPE_PRODUCE_KEY_FIELD", value_name = "FIELD")]
     pub key_field: Option<String>,
 
-    /// Envelope `producer` (logpipe's PRODUCER_ID); omitted when not set.
-    #[arg(long, env = "LOGPIPE_PRODUCER_ID", value_name = "ID")]
-    pub producer_id: Option<String>,
-
-    /// Envelope format.
-    #[arg(long, env = "LOGPIPE_FORMAT", value_enum, default_value_t = Format::Json)]
-    pub format: Format,
+    #[command(flatten)]
+    pub envelope: EnvelopeArgs,
 
     #[command(flatten)]
     pub kafka: KafkaArgs,

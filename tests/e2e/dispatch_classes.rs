@@ -51,15 +51,9 @@ fn every_class_is_counted_logged_and_committed() {
 
     let work = tempfile::tempdir().unwrap();
     let offsets = work.path().join("offsets.sqlite3");
-    let mut command = host();
+    let mut command = run_command(&broker, &example_handlers(), &topic, &offsets);
     command
         .env("LOGPIPE_LOG", "info,logpipe_host::dispatch=debug")
-        .arg("run")
-        .arg("--handlers")
-        .arg(root().join("target/handlers"))
-        .args(["--topic", &topic, "--bootstrap-servers", &broker.bootstrap])
-        .arg("--offsets")
-        .arg(&offsets)
         .args(["--ignore-type", "ping", "--consumer-timeout-ms", "3000"]);
     let run = finish(command, None, Duration::from_secs(120));
     run.assert_code(0);

@@ -42,20 +42,14 @@ fn echo_preserves_bodies_and_keys() {
     broker.produce(&topic, &records);
 
     let work = tempfile::tempdir().unwrap();
-    let mut command = host();
-    command
-        .arg("run")
-        .arg("--handlers")
-        .arg(root().join("target/handlers"))
-        .args(["--topic", &topic, "--bootstrap-servers", &broker.bootstrap])
-        .arg("--offsets")
-        .arg(work.path().join("offsets.sqlite3"))
-        .args([
-            "--producer-id",
-            "echo-host",
-            "--consumer-timeout-ms",
-            "2000",
-        ]);
+    let offsets = work.path().join("offsets.sqlite3");
+    let mut command = run_command(&broker, &example_handlers(), &topic, &offsets);
+    command.args([
+        "--producer-id",
+        "echo-host",
+        "--consumer-timeout-ms",
+        "2000",
+    ]);
     let run = finish(command, None, Duration::from_secs(120));
     run.assert_code(0);
     assert_eq!(run.count("handled"), 5);

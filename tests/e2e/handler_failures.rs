@@ -30,19 +30,15 @@ fn a_failed_record_stops_its_partition_and_the_rest_drain() {
     let handlers = handlers_folder(&[("chaos", "chaos")]);
     let work = tempfile::tempdir().unwrap();
     let offsets = work.path().join("offsets.sqlite3");
-    let mut command = host();
-    command
-        .arg("run")
-        .arg("--handlers")
-        .arg(handlers.path())
-        .args(["--topic", &topic, "--bootstrap-servers", &broker.bootstrap])
-        .arg("--offsets")
-        .arg(&offsets)
-        .args(["--handler-timeout-ms", "300", "--handler-memory-mib", "32"]);
+    let chaos_run = || {
+        let mut command = run_command(&broker, handlers.path(), &topic, &offsets);
+        command.args(["--handler-timeout-ms", "300", "--handler-memory-mib", "32"]);
+        command
+    };
     let started = Instant::now();
     // No consumer timeout: the host must stop on its own once the healthy
     // partition is drained.
-    let run = finish(command, None, Duration::from_secs(120));
+    let run = finish(chaos_run(), None, Duration::from_secs(120));
     run.assert_code(3);
     assert!(started.elapsed() < Duration::from_secs(60));
 
@@ -72,16 +68,7 @@ fn a_failed_record_stops_its_partition_and_the_rest_drain() {
     assert_eq!(stored.get(&(topic.clone(), 4)), Some(&5), "{stored:?}");
 
     // The next start retries exactly the failed records.
-    let mut again = host();
-    again
-        .arg("run")
-        .arg("--handlers")
-        .arg(handlers.path())
-        .args(["--topic", &topic, "--bootstrap-servers", &broker.bootstrap])
-        .arg("--offsets")
-        .arg(&offsets)
-        .args(["--handler-timeout-ms", "300", "--handler-memory-mib", "32"]);
-    let rerun = finish(again, None, Duration::from_secs(120));
+    let rerun = finish(chaos_run(), None, Duration::from_secs(120));
     rerun.assert_code(3);
     assert_eq!(rerun.count("failed"), 4);
     assert_eq!(rerun.count("handled"), 0);

@@ -20,15 +20,8 @@ fn produce_people(broker: &Broker, topic: &str, range: std::ops::Range<u64>) {
 }
 
 fn run_people(broker: &Broker, topic: &str, offsets: &std::path::Path) -> std::process::Command {
-    let mut command = host();
-    command
-        .arg("run")
-        .arg("--handlers")
-        .arg(root().join("target/handlers"))
-        .args(["--topic", topic, "--bootstrap-servers", &broker.bootstrap])
-        .arg("--offsets")
-        .arg(offsets)
-        .args(["--consumer-timeout-ms", "3000"]);
+    let mut command = run_command(broker, &example_handlers(), topic, offsets);
+    command.args(["--consumer-timeout-ms", "3000"]);
     command
 }
 

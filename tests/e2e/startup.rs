@@ -9,15 +9,9 @@ const LIMIT: Duration = Duration::from_secs(120);
 
 fn run_with(broker: &Broker, handlers: &std::path::Path, topic: &str) -> Finished {
     let work = tempfile::tempdir().unwrap();
-    let mut command = host();
-    command
-        .arg("run")
-        .arg("--handlers")
-        .arg(handlers)
-        .args(["--topic", topic, "--bootstrap-servers", &broker.bootstrap])
-        .arg("--offsets")
-        .arg(work.path().join("offsets.sqlite3"))
-        .args(["--consumer-timeout-ms", "500"]);
+    let offsets = work.path().join("offsets.sqlite3");
+    let mut command = run_command(broker, handlers, topic, &offsets);
+    command.args(["--consumer-timeout-ms", "500"]);
     finish(command, None, LIMIT)
 }
 
@@ -110,15 +104,10 @@ fn the_second_start_loads_components_from_the_cache() {
     let cache = tempfile::tempdir().unwrap();
     let start = || {
         let work = tempfile::tempdir().unwrap();
-        let mut command = host();
+        let offsets = work.path().join("offsets.sqlite3");
+        let mut command = run_command(&broker, &example_handlers(), &topic, &offsets);
         command
             .env("LOGPIPE_CACHE_DIR", cache.path())
-            .arg("run")
-            .arg("--handlers")
-            .arg(root().join("target/handlers"))
-            .args(["--topic", &topic, "--bootstrap-servers", &broker.bootstrap])
-            .arg("--offsets")
-            .arg(work.path().join("offsets.sqlite3"))
             .args(["--consumer-timeout-ms", "200"]);
         finish(command, None, LIMIT)
     };

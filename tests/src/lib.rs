@@ -346,6 +346,25 @@ pub fn host() -> Command {
     command
 }
 
+/// `logpipe-host run` of `handlers` on `topic`, offsets in `offsets`; add
+/// more flags to the returned command.
+pub fn run_command(broker: &Broker, handlers: &Path, topic: &str, offsets: &Path) -> Command {
+    let mut command = host();
+    command
+        .arg("run")
+        .arg("--handlers")
+        .arg(handlers)
+        .args(["--topic", topic, "--bootstrap-servers", &broker.bootstrap])
+        .arg("--offsets")
+        .arg(offsets);
+    command
+}
+
+/// The example handlers built by scripts/build-guests (person, echo).
+pub fn example_handlers() -> PathBuf {
+    root().join("target/handlers")
+}
+
 /// A finished host process.
 #[derive(Debug)]
 pub struct Finished {

@@ -6,11 +6,5 @@ pub mod dev;
 pub mod produce;
 pub mod run;
 
-use std::process::ExitCode;
-
 /// Exit status when a record failed and its partition was stopped.
 pub const EXIT_RECORD_FAILED: u8 = 3;
-
-pub fn exit_code(code: u8) -> ExitCode {
-    ExitCode::from(code)
-}

@@ -9,6 +9,7 @@ use anyhow::Context;
 use serde_json::Value;
 
 use crate::cli::ProduceArgs;
+use crate::component::ProduceSettings;
 use crate::envelope;
 use crate::kafka::{KafkaSettings, KafkaSink};
 
@@ -34,10 +35,11 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
     };
     let sink = KafkaSink::new(&settings).context("cannot start the producer")?;
     sink.check_topic(&args.topic)?;
+    let settings = args.envelope.settings();
     let mut sent = 0u64;
     let mut bad = 0u64;
     if let Some(body) = &args.body {
-        send(&args, &sink, body).context("cannot produce BODY_JSON")?;
+        send(&args, &settings, &sink, body).context("cannot produce BODY_JSON")?;
         sent += 1;
     } else {
         for (index, line) in std::io::stdin().lock().lines().enumerate() {
@@ -45,7 +47,7 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
             if line.trim().is_empty() {
                 continue;
             }
-            match send(&args, &sink, &line) {
+            match send(&args, &settings, &sink, &line) {
                 Ok(()) => sent += 1,
                 Err(error) => {
                     bad += 1;
@@ -64,17 +66,22 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn send(args: &ProduceArgs, sink: &KafkaSink, body: &str) -> anyhow::Result<()> {
+fn send(
+    args: &ProduceArgs,
+    settings: &ProduceSettings,
+    sink: &KafkaSink,
+    body: &str,
+) -> anyhow::Result<()> {
     let key = match &args.key_field {
         Some(field) => Some(key_from_body(body, field)?),
         None => args.key.clone(),
     };
     let payload = envelope::render(
-        args.format,
+        settings.format,
         &args.message_type,
         args.version,
         body,
-        args.producer_id.as_deref(),
+        settings.producer_id.as_deref(),
     )
     .map_err(BodyError::from)?;
     sink.enqueue(&args.topic, key.as_deref().map(str::as_bytes), &payload)?;

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use super::{EXIT_RECORD_FAILED, exit_code};
+use super::EXIT_RECORD_FAILED;
 use crate::cli::{ConsumeArgs, HandlerArgs, RunArgs};
 use crate::component::cache::ComponentCache;
 use crate::component::host_api::HostServices;
-use crate::component::{GuestLimits, MessageSink, ProduceSettings, Registry, Runtime};
+use crate::component::{GuestLimits, MessageSink, Registry, Runtime};
 use crate::dispatch::Dispatcher;
 use crate::kafka::consumer::{self, ConsumeOptions, StopReason};
 use crate::kafka::{KafkaSettings, KafkaSink};
@@ -80,7 +80,7 @@ pub fn consume_with_handlers(
                  before it, so the next start retries it",
                 list.join(", ")
             );
-            exit_code(EXIT_RECORD_FAILED)
+            ExitCode::from(EXIT_RECORD_FAILED)
         }
     })
 }
@@ -100,10 +100,7 @@ pub fn load_handlers(args: &HandlerArgs, sink: Arc<dyn MessageSink>) -> anyhow::
     };
     let services = HostServices {
         sink,
-        produce: ProduceSettings {
-            format: args.format,
-            producer_id: args.producer_id.clone(),
-        },
+        produce: args.envelope.settings(),
     };
     let runtime = Runtime::new(limits, ComponentCache::new(cache_dir), services)
         .map_err(anyhow::Error::from)

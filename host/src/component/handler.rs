@@ -158,7 +158,7 @@ impl Handler {
 }
 
 /// An error and its causes on one line.
-fn chain(error: &wasmtime::Error) -> String {
+pub(crate) fn chain(error: &wasmtime::Error) -> String {
     error
         .chain()
         .map(|cause| cause.to_string())

@@ -9,7 +9,7 @@ use wasmtime::component::{HasSelf, Linker};
 use super::bindings::LogpipeHandler;
 use super::cache::content_hash;
 use super::engine::Runtime;
-use super::handler::Handler;
+use super::handler::{Handler, chain};
 use super::host_api::HostState;
 
 /// Why a handlers folder cannot be used. Every variant names the file(s).
@@ -209,14 +209,7 @@ fn load_one(
     Ok(handler)
 }
 
+/// The error chain, cut to its first line (wasm backtraces span many).
 fn first_line(error: &wasmtime::Error) -> String {
-    error
-        .chain()
-        .map(|cause| cause.to_string())
-        .collect::<Vec<_>>()
-        .join(": ")
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_owned()
+    chain(error).lines().next().unwrap_or_default().to_owned()
 }

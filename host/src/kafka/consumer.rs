@@ -138,9 +138,13 @@ pub fn consume(
     // On an error nothing more is committed: after a failed delivery the
     // staged offsets cover records whose output may be lost, and replaying
     // them is the at-least-once answer.
-    let reason = run.poll_until_stopped(shutdown)?;
+    let mut reason = run.poll_until_stopped(shutdown)?;
     run.sink.confirm(options.delivery_timeout)?;
     run.checkpoint()?;
+    // Stopping for another reason does not make a failed record go away.
+    if run.partitions.iter().any(|p| p.stopped) {
+        reason = run.failed();
+    }
     let busy = match (run.first_record, run.last_settled) {
         (Some(first), Some(last)) => last.duration_since(first),
         _ => Duration::ZERO,
