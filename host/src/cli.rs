@@ -59,6 +59,21 @@ memory and vanish on exit. Produce into it from another terminal with
   logpipe-host produce --bootstrap-servers <printed address> --topic people --type person --version 1 '{...}'"
     )]
     Dev(DevArgs),
+    /// Inspect a handlers folder.
+    #[command(subcommand)]
+    Handlers(HandlersCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HandlersCommand {
+    /// Load every component of --handlers and show its file, (type, version), hash and status.
+    #[command(
+        after_help = "Exit status: 0 when every component would load, 1 otherwise.
+
+Example:
+  logpipe-host handlers list --handlers ./handlers"
+    )]
+    List(HandlerArgs),
 }
 
 /// Where the handlers are and how they run.
@@ -89,6 +104,36 @@ pub struct HandlerArgs {
     /// Where compiled components are cached [default: $XDG_CACHE_HOME/logpipe-host or ~/.cache/logpipe-host].
     #[arg(long, env = "LOGPIPE_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+
+    /// `produce` calls one handler call may make; more fails the record.
+    #[arg(
+        long,
+        env = "LOGPIPE_HANDLER_MAX_PRODUCE_CALLS",
+        default_value_t = 1000,
+        value_name = "N"
+    )]
+    pub handler_max_produce_calls: u32,
+
+    /// Envelope bytes one handler call may produce; more fails the record.
+    #[arg(long, env = "LOGPIPE_HANDLER_MAX_PRODUCE_BYTES", default_value_t = 16 << 20, value_name = "BYTES")]
+    pub handler_max_produce_bytes: usize,
+
+    /// Do not watch --handlers for new, changed or removed components.
+    #[arg(long, env = "LOGPIPE_NO_WATCH")]
+    pub no_watch: bool,
+
+    /// How long a component file must stay unchanged before it is (re)loaded.
+    #[arg(
+        long,
+        env = "LOGPIPE_HANDLERS_SETTLE_MS",
+        default_value_t = 300,
+        value_name = "MS"
+    )]
+    pub handlers_settle_ms: u64,
+
+    /// Use wasmtime's pooling allocator (fast fresh instances; reserves address space up front).
+    #[arg(long, env = "LOGPIPE_POOLING")]
+    pub pooling: bool,
 
     /// Compile components at every start instead of caching them.
     #[arg(long, env = "LOGPIPE_NO_CACHE")]

@@ -16,8 +16,10 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::mpsc::Receiver;
 
 use crate::component::bindings::{Envelope as WitEnvelope, Origin};
+use crate::component::watcher::{Change, FolderWatcher};
 use crate::component::{HandleOutcome, Registry, Route};
 use crate::envelope::{self, Envelope};
 
@@ -89,6 +91,13 @@ pub struct Dispatcher {
     registry: Registry,
     ignored_types: HashSet<String>,
     counts: Counts,
+    hot_swap: Option<HotSwap>,
+}
+
+/// Changes prepared by the folder watcher, applied between records.
+struct HotSwap {
+    changes: Receiver<Change>,
+    _watcher: FolderWatcher,
 }
 
 /// A record key for log lines: text when it is UTF-8, else lossy.
@@ -109,6 +118,28 @@ impl Dispatcher {
             registry,
             ignored_types: ignored_types.into_iter().collect(),
             counts: Counts::default(),
+            hot_swap: None,
+        }
+    }
+
+    /// Take changes of the handlers folder from `changes` (see
+    /// [`Dispatcher::apply_changes`]); `watcher` lives as long as this.
+    pub fn with_hot_swap(mut self, watcher: FolderWatcher, changes: Receiver<Change>) -> Self {
+        self.hot_swap = Some(HotSwap {
+            changes,
+            _watcher: watcher,
+        });
+        self
+    }
+
+    /// Apply pending handler changes. Called between two records, so every
+    /// record is handled entirely by one version of its handler.
+    pub fn apply_changes(&mut self) {
+        let Some(hot_swap) = &self.hot_swap else {
+            return;
+        };
+        while let Ok(change) = hot_swap.changes.try_recv() {
+            self.registry.apply(change);
         }
     }
 

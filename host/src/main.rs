@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
-use logpipe_host::cli::{Cli, Command};
+use logpipe_host::cli::{Cli, Command, HandlersCommand};
 use logpipe_host::commands;
 use tracing_subscriber::EnvFilter;
 
@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         Command::Run(args) => commands::run::run(args, &shutdown),
         Command::Produce(args) => commands::produce::produce(args),
         Command::Dev(args) => commands::dev::dev(args, &shutdown),
+        Command::Handlers(HandlersCommand::List(args)) => commands::handlers::list(args),
     };
     match result {
         Ok(code) => code,

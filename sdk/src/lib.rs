@@ -396,7 +396,7 @@ macro_rules! export_handler {
             // bindgen's export macro takes an identifier, not a type, so
             // name the generic glue type for this handler.
             type LogpipeSdkComponent = $crate::__private::Component<$handler>;
-            $crate::bindings::export!(LogpipeSdkComponent with_types_in $crate::bindings);
+    $crate::bindings::export!(LogpipeSdkComponent with_types_in $crate::bindings);
         };
     };
 }

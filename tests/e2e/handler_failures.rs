@@ -78,51 +78,17 @@ fn a_failed_record_stops_its_partition_and_the_rest_drain() {
 /// serving records after a deadline, a memory-limit hit and a panic.
 #[test]
 fn a_fresh_instance_replaces_a_trapped_one() {
-    use logpipe_host::component::bindings::{Envelope, Origin};
-    use logpipe_host::component::cache::ComponentCache;
-    use logpipe_host::component::host_api::HostServices;
-    use logpipe_host::component::{
-        GuestLimits, HandleOutcome, MessageSink, ProduceSettings, Registry, Route, Runtime,
-    };
-    use std::sync::Arc;
+    use logpipe_host::component::{GuestLimits, HandleOutcome};
+    use logpipe_tests::in_process::{Loaded, guest_envelope};
 
-    struct Discard;
-    impl MessageSink for Discard {
-        fn send(&self, _: &str, _: Option<&str>, _: Vec<u8>) -> Result<(), String> {
-            Ok(())
-        }
-    }
     let limits = GuestLimits {
         call_timeout: Duration::from_millis(200),
         max_memory_bytes: 32 << 20,
         ..GuestLimits::default()
     };
-    let services = HostServices {
-        sink: Arc::new(Discard),
-        produce: ProduceSettings {
-            format: logpipe_host::envelope::Format::Json,
-            producer_id: None,
-        },
-    };
-    let runtime = Runtime::new(limits, ComponentCache::new(None), services).expect("runtime");
-    let handlers = handlers_folder(&[("chaos", "chaos")]);
-    let mut registry = Registry::load(runtime, handlers.path()).expect("load chaos");
-    let Route::Handler(handler) = registry.route("chaos", Some(1)) else {
-        panic!("chaos v1 routed");
-    };
-    let call = |action: &str| Envelope {
-        message_type: "chaos".into(),
-        version: 1,
-        producer: None,
-        key: None,
-        body: json!({ "action": action }).to_string(),
-        origin: Origin {
-            source: "t".into(),
-            partition: "0".into(),
-            offset: "0".into(),
-            timestamp_ms: None,
-        },
-    };
+    let mut loaded = Loaded::new("chaos", None, limits, false);
+    let handler = loaded.handler("chaos", 1);
+    let call = |action: &str| guest_envelope("chaos", &json!({ "action": action }));
     for failing in ["loop", "alloc", "panic"] {
         let outcome = handler.handle(&call(failing));
         assert!(

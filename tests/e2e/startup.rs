@@ -140,3 +140,55 @@ fn the_second_start_loads_components_from_the_cache() {
         third.stderr
     );
 }
+
+#[test]
+fn handlers_list_shows_every_file_and_why_one_is_refused() {
+    let handlers = handlers_folder(&[
+        ("echo", "echo"),
+        ("echo", "echo-copy"),
+        ("person", "person"),
+    ]);
+    std::fs::write(handlers.path().join("junk.wasm"), b"junk").unwrap();
+    std::fs::write(
+        handlers.path().join("person.toml"),
+        "[produce]\ntopics = [\"people-index\"]\n",
+    )
+    .unwrap();
+    let mut command = host();
+    command
+        .args(["handlers", "list", "--handlers"])
+        .arg(handlers.path());
+    let listed = finish(command, None, LIMIT);
+    listed.assert_code(1);
+    let rows: Vec<&str> = listed.stdout.lines().collect();
+    assert!(
+        rows[0].starts_with("FILE") && rows[0].ends_with("STATUS"),
+        "{}",
+        listed.stdout
+    );
+    let row = |file: &str| {
+        rows.iter()
+            .find(|r| r.starts_with(file))
+            .unwrap_or_else(|| panic!("no row for {file}:\n{}", listed.stdout))
+            .to_string()
+    };
+    assert!(row("echo.wasm ").contains(" echo ") && row("echo.wasm ").ends_with(" ok"));
+    assert!(row("echo-copy.wasm").contains("clash: echo.wasm also handles \"echo\" v1"));
+    assert!(
+        row("junk.wasm").contains("error: ")
+            && row("junk.wasm").contains("not a valid WebAssembly component")
+    );
+    let person = row("person.wasm");
+    assert!(
+        person.contains(" yes ") && person.ends_with(" ok"),
+        "{person}"
+    );
+
+    std::fs::remove_file(handlers.path().join("junk.wasm")).unwrap();
+    std::fs::remove_file(handlers.path().join("echo-copy.wasm")).unwrap();
+    let mut command = host();
+    command
+        .args(["handlers", "list", "--handlers"])
+        .arg(handlers.path());
+    finish(command, None, LIMIT).assert_code(0);
+}

@@ -18,6 +18,8 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tempfile::TempDir;
 
+pub mod in_process;
+
 /// The repository root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -174,40 +176,10 @@ impl Broker {
         );
     }
 
-    pub fn producer(&self) -> ThreadedProducer<DefaultProducerContext> {
-        ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
-            .set("linger.ms", "5")
-            .create()
-            .expect("producer")
-    }
-
     /// Produce raw record values (already enveloped, or deliberately not)
     /// and wait for all acknowledgements.
     pub fn produce(&self, topic: &str, records: &[Raw]) {
-        let producer = self.producer();
-        for raw in records {
-            let mut record = BaseRecord::to(topic).payload(&raw.value);
-            if let Some(key) = &raw.key {
-                record = record.key(key);
-            }
-            if let Some(partition) = raw.partition {
-                record = record.partition(partition);
-            }
-            let mut record = record;
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((_, back)) => {
-                        record = back;
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                }
-            }
-        }
-        producer
-            .flush(Duration::from_secs(60))
-            .expect("test records acknowledged");
+        produce_to(&self.bootstrap, topic, records);
     }
 
     /// Every record of `topic`, read from the beginning to the high
@@ -274,6 +246,37 @@ impl Drop for Broker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Produce `records` to `topic` on the broker at `bootstrap` and wait for
+/// all acknowledgements. Usable from any thread.
+pub fn produce_to(bootstrap: &str, topic: &str, records: &[Raw]) {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    for raw in records {
+        let mut record = BaseRecord::to(topic).payload(&raw.value);
+        if let Some(key) = &raw.key {
+            record = record.key(key);
+        }
+        if let Some(partition) = raw.partition {
+            record = record.partition(partition);
+        }
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    producer
+        .flush(Duration::from_secs(60))
+        .expect("test records acknowledged");
 }
 
 /// A record to produce.
@@ -500,4 +503,124 @@ pub fn person(n: u64) -> serde_json::Value {
         "first_name": format!("First{n}"),
         "last_name": "Last",
     })
+}
+
+/// A host process running in the background whose log lines are collected
+/// as they arrive, for tests that act while it runs.
+pub struct Running {
+    child: Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stdout: Option<std::thread::JoinHandle<String>>,
+    stderr: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    pub fn start(mut command: Command) -> Self {
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command.spawn().expect("spawn logpipe-host");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut out = child.stdout.take().expect("stdout");
+        let stdout = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = out.read_to_string(&mut s);
+            s
+        });
+        let err = child.stderr.take().expect("stderr");
+        let sink = lines.clone();
+        let stderr = std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                sink.lock().expect("log lines").push(line);
+            }
+        });
+        Running {
+            child,
+            lines,
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+        }
+    }
+
+    /// Every log line so far.
+    pub fn log(&self) -> Vec<String> {
+        self.lines.lock().expect("log lines").clone()
+    }
+
+    /// Lines containing `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.log().iter().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Wait until at least `n` log lines contain `needle`.
+    pub fn wait_for(&self, needle: &str, n: usize, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.count(needle) < n {
+            assert!(
+                Instant::now() < deadline,
+                "waited {limit:?} for {n} line(s) with {needle:?}; log:\n{}",
+                self.log().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Send SIGTERM (graceful stop).
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Wait for the process to exit on its own (within `limit`).
+    pub fn wait(mut self, limit: Duration) -> Finished {
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "logpipe-host ran longer than {limit:?}; log:\n{}",
+                    self.log().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if let Some(stderr) = self.stderr.take() {
+            let _ = stderr.join();
+        }
+        let stdout = self
+            .stdout
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
+        Finished {
+            status,
+            stdout,
+            stderr: self.log().join("\n"),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Put `bytes` into `dir/name` the recommended way: write a hidden
+/// temporary file, then rename it into place.
+pub fn deploy(dir: &Path, name: &str, bytes: &[u8]) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, bytes).expect("write temporary component");
+    std::fs::rename(&tmp, dir.join(name)).expect("rename into place");
 }

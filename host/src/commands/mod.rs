@@ -3,6 +3,7 @@
 //! operator.
 
 pub mod dev;
+pub mod handlers;
 pub mod produce;
 pub mod run;
 

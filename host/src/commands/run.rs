@@ -12,7 +12,8 @@ use super::EXIT_RECORD_FAILED;
 use crate::cli::{ConsumeArgs, HandlerArgs, RunArgs};
 use crate::component::cache::ComponentCache;
 use crate::component::host_api::HostServices;
-use crate::component::{GuestLimits, MessageSink, Registry, Runtime};
+use crate::component::watcher::{self, WatchOptions};
+use crate::component::{GuestLimits, MessageSink, Registry, Runtime, RuntimeOptions};
 use crate::dispatch::Dispatcher;
 use crate::kafka::consumer::{self, ConsumeOptions, StopReason};
 use crate::kafka::{KafkaSettings, KafkaSink};
@@ -85,12 +86,41 @@ pub fn consume_with_handlers(
     })
 }
 
-/// Build the Wasm runtime and load every component of `--handlers`.
+/// Build the Wasm runtime, load every component of `--handlers`, and
+/// watch the folder for hot swaps unless `--no-watch`.
 pub fn load_handlers(args: &HandlerArgs, sink: Arc<dyn MessageSink>) -> anyhow::Result<Dispatcher> {
     let started = Instant::now();
+    let runtime = build_runtime(args, sink)?;
+    let registry = Registry::load(runtime.clone(), &args.handlers)?;
+    tracing::info!(
+        handlers = registry.len(),
+        elapsed = ?started.elapsed(),
+        "handlers ready"
+    );
+    let served = registry.served();
+    let dispatcher = Dispatcher::new(registry, args.ignore_types.iter().cloned());
+    if args.no_watch {
+        return Ok(dispatcher);
+    }
+    let options = WatchOptions {
+        settle: Duration::from_millis(args.handlers_settle_ms),
+        ..WatchOptions::default()
+    };
+    let (watcher, changes) = watcher::watch(runtime, &args.handlers, served, options)
+        .context("cannot watch the handlers folder")?;
+    Ok(dispatcher.with_hot_swap(watcher, changes))
+}
+
+/// The Wasm engine with the limits and cache of the command line.
+pub fn build_runtime(
+    args: &HandlerArgs,
+    sink: Arc<dyn MessageSink>,
+) -> anyhow::Result<Arc<Runtime>> {
     let limits = GuestLimits {
         call_timeout: Duration::from_millis(args.handler_timeout_ms.max(1)),
         max_memory_bytes: args.handler_memory_mib.saturating_mul(1 << 20),
+        max_produce_calls: args.handler_max_produce_calls,
+        max_produce_bytes: args.handler_max_produce_bytes,
         ..GuestLimits::default()
     };
     let cache_dir = if args.no_cache {
@@ -98,18 +128,16 @@ pub fn load_handlers(args: &HandlerArgs, sink: Arc<dyn MessageSink>) -> anyhow::
     } else {
         args.cache_dir.clone().or_else(ComponentCache::default_dir)
     };
+    let options = RuntimeOptions {
+        limits,
+        cache: ComponentCache::new(cache_dir),
+        pooling: args.pooling,
+    };
     let services = HostServices {
         sink,
         produce: args.envelope.settings(),
     };
-    let runtime = Runtime::new(limits, ComponentCache::new(cache_dir), services)
+    Runtime::new(options, services)
         .map_err(anyhow::Error::from)
-        .context("cannot create the WebAssembly engine")?;
-    let registry = Registry::load(runtime, &args.handlers)?;
-    tracing::info!(
-        handlers = registry.handlers().len(),
-        elapsed = ?started.elapsed(),
-        "handlers ready"
-    );
-    Ok(Dispatcher::new(registry, args.ignore_types.iter().cloned()))
+        .context("cannot create the WebAssembly engine")
 }

@@ -3,6 +3,11 @@
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "logpipe-handler",
+    imports: {
+        // `produce` may end the call with a trap when a per-call produce
+        // limit is exceeded; everything else is an error the guest sees.
+        "logpipe:handler/host.produce": trappable,
+    },
 });
 
 pub use exports::logpipe::handler::handler::{Envelope, HandleError, Origin};

@@ -1,9 +1,10 @@
 //! One handler component and its live instance.
 //!
-//! An instance lives across records (calls cost well under a microsecond
-//! plus the guest's own work). When a call traps, whatever the reason, the
-//! instance's state can no longer be trusted: it is dropped and the next
-//! record gets a fresh instance.
+//! By default an instance lives across records (a call costs well under a
+//! microsecond plus the guest's own work). When a call traps, whatever the
+//! reason, the instance's state can no longer be trusted: it is dropped and
+//! the next record gets a fresh instance. With `isolation = "per-record"`
+//! every record gets a fresh instance.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,8 +13,9 @@ use wasmtime::component::Component;
 use wasmtime::{Store, Trap};
 
 use super::bindings::{Envelope, HandleError, LogpipeHandler, LogpipeHandlerPre};
-use super::engine::{GuestLimits, Runtime};
-use super::host_api::{HostServices, HostState, RecordContext};
+use super::engine::Runtime;
+use super::host_api::{HostState, RecordContext};
+use super::manifest::{HandlerConfig, Isolation};
 
 /// The result of handing one record to a handler.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,12 +34,13 @@ pub struct Handler {
     /// The file name without `.wasm`, used in logs.
     pub name: Arc<str>,
     pub file: PathBuf,
+    /// SHA-256 of the component, with the manifest's when there is one.
     pub hash: String,
     pub message_type: String,
     pub version: u32,
+    pub config: Arc<HandlerConfig>,
     pre: LogpipeHandlerPre<HostState>,
-    services: Arc<HostServices>,
-    limits: GuestLimits,
+    runtime: Arc<Runtime>,
     live: Option<Live>,
 }
 
@@ -51,30 +54,30 @@ impl Handler {
     /// `logpipe-handler` (missing export, or imports the host lacks). Call
     /// [`Handler::identify`] next.
     pub fn link(
-        runtime: &Runtime,
-        linker: &wasmtime::component::Linker<HostState>,
+        runtime: &Arc<Runtime>,
         component: &Component,
         name: &str,
         file: PathBuf,
         hash: String,
+        config: HandlerConfig,
     ) -> wasmtime::Result<Self> {
-        let pre = LogpipeHandlerPre::new(linker.instantiate_pre(component)?)?;
+        let pre = LogpipeHandlerPre::new(runtime.linker.instantiate_pre(component)?)?;
         Ok(Handler {
             name: name.into(),
             file,
             hash,
             message_type: String::new(),
             version: 0,
+            config: Arc::new(config),
             pre,
-            services: runtime.services.clone(),
-            limits: runtime.limits,
+            runtime: runtime.clone(),
             live: None,
         })
     }
 
     /// Instantiate the component and ask which (type, version) it handles.
     pub fn identify(&mut self) -> wasmtime::Result<()> {
-        let deadline = self.limits.deadline_ticks();
+        let deadline = self.config.limits.deadline_ticks();
         let live = self.live()?;
         live.store.set_epoch_deadline(deadline);
         let exports = live.bindings.logpipe_handler_handler();
@@ -83,15 +86,22 @@ impl Handler {
         let version = exports.call_version(&mut live.store)?;
         self.message_type = message_type;
         self.version = version;
+        if self.config.isolation == Isolation::PerRecord {
+            self.live = None;
+        }
         Ok(())
     }
 
     fn live(&mut self) -> wasmtime::Result<&mut Live> {
         if self.live.is_none() {
-            let state = HostState::new(self.services.clone(), self.name.clone(), self.limits);
+            let state = HostState::new(
+                self.runtime.services.clone(),
+                self.name.clone(),
+                self.config.clone(),
+            );
             let mut store = Store::new(self.pre.engine(), state);
             store.limiter(|state| &mut state.limiter);
-            store.set_epoch_deadline(self.limits.deadline_ticks());
+            store.set_epoch_deadline(self.config.limits.deadline_ticks());
             let bindings = self.pre.instantiate(&mut store)?;
             self.live = Some(Live { store, bindings });
         }
@@ -102,24 +112,23 @@ impl Handler {
 
     /// Call `handle` for one record.
     pub fn handle(&mut self, envelope: &Envelope) -> HandleOutcome {
-        let deadline = self.limits.deadline_ticks();
+        let deadline = self.config.limits.deadline_ticks();
         let live = match self.live() {
             Ok(live) => live,
             Err(e) => return HandleOutcome::Trapped(format!("cannot instantiate: {}", chain(&e))),
         };
         live.store.set_epoch_deadline(deadline);
-        live.store.data().stderr.start_call();
-        live.store.data_mut().record = RecordContext {
+        live.store.data_mut().start_call(RecordContext {
             topic: envelope.origin.source.clone(),
             partition: envelope.origin.partition.clone(),
             offset: envelope.origin.offset.clone(),
-        };
+        });
         let result = live
             .bindings
             .logpipe_handler_handler()
             .call_handle(&mut live.store, envelope);
         let stderr = live.store.data().stderr.finish_call();
-        match result {
+        let outcome = match result {
             Ok(Ok(())) => HandleOutcome::Handled,
             Ok(Err(HandleError::Reject(reason))) => HandleOutcome::Rejected(reason),
             Ok(Err(HandleError::Retry(reason))) => HandleOutcome::Retry(reason),
@@ -129,9 +138,13 @@ impl Handler {
                     reason = format!("{reason} (guest stderr: {stderr})");
                 }
                 self.live = None;
-                HandleOutcome::Trapped(reason)
+                return HandleOutcome::Trapped(reason);
             }
+        };
+        if self.config.isolation == Isolation::PerRecord {
+            self.live = None;
         }
+        outcome
     }
 
     /// Name the limit behind a trap when there is one; operators should not
@@ -147,7 +160,7 @@ impl Handler {
         match error.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => format!(
                 "deadline exceeded: the call ran longer than {} ms",
-                self.limits.call_timeout.as_millis()
+                self.config.limits.call_timeout.as_millis()
             ),
             // The wasm backtrace that comes with a trap spans many lines;
             // the trap code is what an operator needs in a log line.

@@ -7,8 +7,9 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::Level;
 use super::bindings::logpipe::handler::host::Host;
-use super::engine::{GuestLimiter, GuestLimits};
 use super::guest_output::{GuestOutput, Stream};
+use super::limits::{GuestLimiter, LimitHit};
+use super::manifest::HandlerConfig;
 use crate::envelope::{self, Format};
 
 /// Where produced records go: the backend the records come from.
@@ -48,29 +49,50 @@ pub struct HostState {
     pub limiter: GuestLimiter,
     services: Arc<HostServices>,
     handler: Arc<str>,
+    config: Arc<HandlerConfig>,
     pub record: RecordContext,
     pub stderr: GuestOutput,
+    /// `produce` calls and bytes of the current `handle` call.
+    produced_calls: u32,
+    produced_bytes: usize,
 }
 
 impl HostState {
     /// A fresh state: WASI with nothing granted (no preopened directories,
-    /// no environment, no arguments, stdin closed, no network addresses
-    /// allowed); stdout and stderr go to the host log.
-    pub fn new(services: Arc<HostServices>, handler: Arc<str>, limits: GuestLimits) -> Self {
+    /// no arguments, stdin closed, no TCP, UDP or name lookups) beyond the
+    /// environment variables of the handler's manifest; stdout and stderr go
+    /// to the host log.
+    pub fn new(services: Arc<HostServices>, handler: Arc<str>, config: Arc<HandlerConfig>) -> Self {
         let stderr = GuestOutput::new(handler.clone(), Stream::Stderr);
         let wasi = WasiCtx::builder()
             .stdout(GuestOutput::new(handler.clone(), Stream::Stdout))
             .stderr(stderr.clone())
+            .envs(&config.env)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
             .build();
         HostState {
             wasi,
             table: ResourceTable::new(),
-            limiter: GuestLimiter::new(limits),
+            limiter: GuestLimiter::new(config.limits),
             services,
             handler,
+            config,
             record: RecordContext::default(),
             stderr,
+            produced_calls: 0,
+            produced_bytes: 0,
         }
+    }
+
+    /// Reset the per-call counters before a `handle` call.
+    pub fn start_call(&mut self, record: RecordContext) {
+        self.record = record;
+        self.produced_calls = 0;
+        self.produced_bytes = 0;
+        self.limiter.hit = None;
+        self.stderr.start_call();
     }
 }
 
@@ -91,20 +113,42 @@ impl Host for HostState {
         version: u32,
         key: Option<String>,
         body_json: String,
-    ) -> Result<(), String> {
+    ) -> wasmtime::Result<Result<(), String>> {
+        let limits = self.config.limits;
+        self.produced_calls += 1;
+        if self.produced_calls > limits.max_produce_calls {
+            return Err(self.limiter.trap(LimitHit::ProduceCalls {
+                limit: limits.max_produce_calls,
+            }));
+        }
         if topic.is_empty() {
-            return Err("topic must not be empty".into());
+            return Ok(Err("topic must not be empty".into()));
+        }
+        if let Some(allowed) = &self.config.allowed_topics
+            && !allowed.contains(&topic)
+        {
+            return Ok(Err(format!(
+                "topic {topic:?} is not allowed by this handler's manifest (produce.topics)"
+            )));
         }
         let settings = &self.services.produce;
-        let payload = envelope::render(
+        let payload = match envelope::render(
             settings.format,
             &message_type,
             version,
             &body_json,
             settings.producer_id.as_deref(),
-        )
-        .map_err(|e| e.to_string())?;
-        self.services.sink.send(&topic, key.as_deref(), payload)
+        ) {
+            Ok(payload) => payload,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        self.produced_bytes = self.produced_bytes.saturating_add(payload.len());
+        if self.produced_bytes > limits.max_produce_bytes {
+            return Err(self.limiter.trap(LimitHit::ProduceBytes {
+                limit: limits.max_produce_bytes,
+            }));
+        }
+        Ok(self.services.sink.send(&topic, key.as_deref(), payload))
     }
 
     fn log(&mut self, level: Level, text: String) {

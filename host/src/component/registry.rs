@@ -1,55 +1,18 @@
-//! All handlers of a `--handlers` folder, keyed by (message type, version).
+//! The handlers in service, keyed by (message type, version) and by file.
+//!
+//! Owned by the consume loop: changes from the folder watcher are applied
+//! between two records, so a record is handled entirely by one version.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{self, Sender};
 use std::time::Instant;
 
-use wasmtime::component::{HasSelf, Linker};
-
-use super::bindings::LogpipeHandler;
-use super::cache::content_hash;
 use super::engine::Runtime;
-use super::handler::{Handler, chain};
-use super::host_api::HostState;
-
-/// Why a handlers folder cannot be used. Every variant names the file(s).
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error("cannot read handlers folder {}: {source}", dir.display())]
-    ReadDir {
-        dir: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("no handler components (*.wasm) in {}", dir.display())]
-    Empty { dir: PathBuf },
-    #[error("cannot read {}: {source}", file.display())]
-    Read {
-        file: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{} is not a valid WebAssembly component: {reason}", file.display())]
-    NotAComponent { file: PathBuf, reason: String },
-    #[error(
-        "{} is not a logpipe handler (world logpipe:handler/logpipe-handler): {reason}",
-        file.display()
-    )]
-    WrongWorld { file: PathBuf, reason: String },
-    #[error("{} failed to say which message type and version it handles: {reason}", file.display())]
-    Identify { file: PathBuf, reason: String },
-    #[error(
-        "{} and {} both handle type {message_type:?} version {version}; remove one",
-        first.display(),
-        second.display()
-    )]
-    Duplicate {
-        message_type: String,
-        version: u32,
-        first: PathBuf,
-        second: PathBuf,
-    },
-    #[error("cannot set up the host functions: {0}")]
-    Linker(String),
-}
+use super::handler::Handler;
+use super::loader::{self, LoadError};
+use super::watcher::Change;
 
 /// Where a record goes.
 pub enum Route<'a> {
@@ -58,39 +21,74 @@ pub enum Route<'a> {
     UnknownType,
     /// The type is known, but not with this version.
     UnknownVersion {
-        known: &'a [u32],
+        known: Vec<u32>,
     },
 }
 
-/// The loaded handlers, and the runtime they run in (which must live as
-/// long as they do: its epoch ticker enforces their deadlines).
+/// A file the registry serves, as the folder watcher needs to know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedFile {
+    pub file: PathBuf,
+    pub hash: String,
+    pub message_type: String,
+    pub version: u32,
+}
+
 pub struct Registry {
-    runtime: Runtime,
-    handlers: Vec<Handler>,
-    by_pair: HashMap<(String, u32), usize>,
-    versions: HashMap<String, Vec<u32>>,
+    /// Kept alive with the handlers: its epoch ticker enforces their
+    /// deadlines.
+    runtime: Arc<Runtime>,
+    types: HashMap<String, BTreeMap<u32, Handler>>,
+    files: HashMap<PathBuf, (String, u32)>,
+    retired: Retired,
+}
+
+/// Replaced handlers are dropped on a thread of their own: freeing an
+/// instance unmaps its memory, which can take milliseconds, and must not
+/// pause handling.
+struct Retired(Option<Sender<Handler>>);
+
+impl Retired {
+    fn start() -> Self {
+        let (sender, receiver) = mpsc::channel::<Handler>();
+        let spawned = std::thread::Builder::new()
+            .name("handlers-retired".into())
+            .spawn(move || receiver.into_iter().for_each(drop));
+        Retired(spawned.ok().map(|_| sender))
+    }
+
+    fn retire(&self, handler: Handler) {
+        match &self.0 {
+            Some(sender) => {
+                if let Err(mpsc::SendError(handler)) = sender.send(handler) {
+                    drop(handler);
+                }
+            }
+            None => drop(handler),
+        }
+    }
 }
 
 impl Registry {
+    pub fn new(runtime: Arc<Runtime>) -> Self {
+        Registry {
+            runtime,
+            types: HashMap::new(),
+            files: HashMap::new(),
+            retired: Retired::start(),
+        }
+    }
+
     /// Load every `*.wasm` file in `dir` (sorted by name). Any unusable file
     /// or a (type, version) claimed twice is an error: starting with a
     /// handler silently missing would skip its records.
-    pub fn load(runtime: Runtime, dir: &Path) -> Result<Self, LoadError> {
-        let linker = host_linker(&runtime)?;
-        let mut handlers = Vec::new();
-        for file in component_files(dir)? {
-            handlers.push(load_one(&runtime, &linker, &file)?);
-        }
-        let mut registry = Registry {
-            runtime,
-            handlers: Vec::new(),
-            by_pair: HashMap::new(),
-            versions: HashMap::new(),
-        };
-        for handler in handlers {
+    pub fn load(runtime: Arc<Runtime>, dir: &Path) -> Result<Self, LoadError> {
+        let mut registry = Registry::new(runtime);
+        for file in loader::component_files(dir)? {
+            let handler = loader::load(&registry.runtime, &file)?;
             registry.insert(handler)?;
         }
-        if registry.handlers.is_empty() {
+        if registry.files.is_empty() {
             return Err(LoadError::Empty {
                 dir: dir.to_path_buf(),
             });
@@ -98,118 +96,128 @@ impl Registry {
         Ok(registry)
     }
 
-    fn insert(&mut self, handler: Handler) -> Result<(), LoadError> {
-        let pair = (handler.message_type.clone(), handler.version);
-        if let Some(&existing) = self.by_pair.get(&pair) {
-            return Err(LoadError::Duplicate {
-                message_type: pair.0,
-                version: pair.1,
-                first: self.handlers[existing].file.clone(),
-                second: handler.file,
-            });
-        }
-        let versions = self.versions.entry(pair.0.clone()).or_default();
-        versions.push(pair.1);
-        versions.sort_unstable();
-        self.by_pair.insert(pair, self.handlers.len());
-        self.handlers.push(handler);
-        Ok(())
-    }
-
-    pub fn runtime(&self) -> &Runtime {
+    pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
     }
 
-    pub fn handlers(&self) -> &[Handler] {
-        &self.handlers
+    /// Serve `handler`, replacing what its file served before (possibly
+    /// another type or version). Returns the replaced handler. A (type,
+    /// version) served by another file is refused and nothing changes.
+    pub fn insert(&mut self, handler: Handler) -> Result<Option<Handler>, LoadError> {
+        let pair = (handler.message_type.clone(), handler.version);
+        if let Some(owner) = self.file_serving(&pair.0, pair.1)
+            && owner != handler.file
+        {
+            return Err(LoadError::Duplicate {
+                message_type: pair.0,
+                version: pair.1,
+                first: owner,
+                second: handler.file,
+            });
+        }
+        let previous = self.remove(&handler.file);
+        self.files.insert(handler.file.clone(), pair.clone());
+        self.types
+            .entry(pair.0)
+            .or_default()
+            .insert(pair.1, handler);
+        Ok(previous)
+    }
+
+    /// Apply a change from the folder watcher, and log it with how long
+    /// handling was paused for it.
+    pub fn apply(&mut self, change: Change) {
+        let paused = Instant::now();
+        match change {
+            Change::Upsert(handler) => {
+                let (file, new_hash) = (handler.file.clone(), handler.hash.clone());
+                let pair = format!("{:?} v{}", handler.message_type, handler.version);
+                match self.insert(*handler) {
+                    Ok(previous) => {
+                        let old_hash = previous.as_ref().map(|h| h.hash[..12].to_owned());
+                        if let Some(previous) = previous {
+                            self.retired.retire(previous);
+                        }
+                        tracing::info!(
+                            file = %file.display(),
+                            old_hash = old_hash.as_deref().unwrap_or("-"),
+                            new_hash = &new_hash[..12],
+                            pause_us = paused.elapsed().as_micros() as u64,
+                            "swapped in handler for {pair}"
+                        );
+                    }
+                    Err(e) => tracing::error!("rejected component: {e}"),
+                }
+            }
+            Change::Remove(file) => {
+                if let Some(old) = self.remove(&file) {
+                    let old_hash = old.hash[..12].to_owned();
+                    self.retired.retire(old);
+                    tracing::info!(
+                        file = %file.display(),
+                        old_hash,
+                        pause_us = paused.elapsed().as_micros() as u64,
+                        "removed handler"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Stop serving `file`; returns its handler.
+    pub fn remove(&mut self, file: &Path) -> Option<Handler> {
+        let (message_type, version) = self.files.remove(file)?;
+        let versions = self.types.get_mut(&message_type)?;
+        let handler = versions.remove(&version);
+        if versions.is_empty() {
+            self.types.remove(&message_type);
+        }
+        handler
+    }
+
+    fn file_serving(&self, message_type: &str, version: u32) -> Option<PathBuf> {
+        self.types
+            .get(message_type)?
+            .get(&version)
+            .map(|h| h.file.clone())
+    }
+
+    pub fn handlers(&self) -> impl Iterator<Item = &Handler> {
+        self.types.values().flat_map(|versions| versions.values())
+    }
+
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// What is served, for the folder watcher's starting point.
+    pub fn served(&self) -> Vec<ServedFile> {
+        self.handlers()
+            .map(|h| ServedFile {
+                file: h.file.clone(),
+                hash: h.hash.clone(),
+                message_type: h.message_type.clone(),
+                version: h.version,
+            })
+            .collect()
     }
 
     /// Find the handler for a record's type and version (exact match).
     pub fn route(&mut self, message_type: &str, version: Option<u32>) -> Route<'_> {
-        let Some(known) = self.versions.get(message_type) else {
+        let Some(versions) = self.types.get_mut(message_type) else {
             return Route::UnknownType;
         };
-        let index = version.and_then(|v| self.by_pair.get(&(message_type.to_owned(), v)));
-        match index {
-            Some(&i) => Route::Handler(&mut self.handlers[i]),
+        let known: Vec<u32> = match version {
+            Some(v) if versions.contains_key(&v) => Vec::new(),
+            _ => versions.keys().copied().collect(),
+        };
+        match version.and_then(|v| versions.get_mut(&v)) {
+            Some(handler) => Route::Handler(handler),
             None => Route::UnknownVersion { known },
         }
     }
-}
-
-/// The linker every handler is instantiated with: our `host` interface plus
-/// WASI preview 2, which components built by standard toolchains import
-/// even when they never use it. What WASI may reach is decided per store
-/// (see `HostState::new`): nothing.
-fn host_linker(runtime: &Runtime) -> Result<Linker<HostState>, LoadError> {
-    let mut linker = Linker::new(&runtime.engine);
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-        .map_err(|e| LoadError::Linker(e.to_string()))?;
-    LogpipeHandler::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
-        .map_err(|e| LoadError::Linker(e.to_string()))?;
-    Ok(linker)
-}
-
-fn component_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
-    let read_dir_error = |source| LoadError::ReadDir {
-        dir: dir.to_path_buf(),
-        source,
-    };
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(read_dir_error)? {
-        let path = entry.map_err(read_dir_error)?.path();
-        if path.extension().is_some_and(|ext| ext == "wasm") && path.is_file() {
-            files.push(path);
-        }
-    }
-    files.sort();
-    Ok(files)
-}
-
-fn load_one(
-    runtime: &Runtime,
-    linker: &Linker<HostState>,
-    file: &Path,
-) -> Result<Handler, LoadError> {
-    let started = Instant::now();
-    let bytes = std::fs::read(file).map_err(|source| LoadError::Read {
-        file: file.to_path_buf(),
-        source,
-    })?;
-    let hash = content_hash(&bytes);
-    let (component, outcome) = runtime
-        .cache
-        .load(&runtime.engine, &bytes, &hash)
-        .map_err(|e| LoadError::NotAComponent {
-            file: file.to_path_buf(),
-            reason: first_line(&e),
-        })?;
-    let name = file
-        .file_stem()
-        .map(|stem| stem.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut handler = Handler::link(runtime, linker, &component, &name, file.to_path_buf(), hash)
-        .map_err(|e| LoadError::WrongWorld {
-        file: file.to_path_buf(),
-        reason: first_line(&e),
-    })?;
-    handler.identify().map_err(|e| LoadError::Identify {
-        file: file.to_path_buf(),
-        reason: first_line(&e),
-    })?;
-    tracing::info!(
-        handler = %handler.name,
-        message_type = %handler.message_type,
-        version = handler.version,
-        hash = %&handler.hash[..12],
-        elapsed = ?started.elapsed(),
-        "loaded {} ({outcome})",
-        file.display()
-    );
-    Ok(handler)
-}
-
-/// The error chain, cut to its first line (wasm backtraces span many).
-fn first_line(error: &wasmtime::Error) -> String {
-    chain(error).lines().next().unwrap_or_default().to_owned()
 }

@@ -217,6 +217,8 @@ impl Consumption<'_> {
                 tracing::info!("shutdown requested: committing and stopping");
                 return Ok(StopReason::Shutdown);
             }
+            // Between two records: a hot swap never splits a record.
+            self.dispatcher.apply_changes();
             match self.consumer.poll(POLL_TIMEOUT) {
                 None => {}
                 Some(Err(error)) => {

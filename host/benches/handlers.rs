@@ -1,0 +1,181 @@
+//! Handler costs, in process (no broker): compile time off the hot path,
+//! and the per-record cost of a long-lived instance versus a fresh instance
+//! per record, with and without the pooling allocator.
+//!
+//! Needs the guests: `scripts/build-guests`, then
+//! `cargo bench -p logpipe-host --bench handlers`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use logpipe_host::component::bindings::{Envelope, Origin};
+use logpipe_host::component::cache::ComponentCache;
+use logpipe_host::component::host_api::HostServices;
+use logpipe_host::component::{
+    GuestLimits, HandleOutcome, MessageSink, ProduceSettings, Registry, Route, Runtime,
+    RuntimeOptions,
+};
+use logpipe_host::envelope::Format;
+
+struct Discard;
+
+impl MessageSink for Discard {
+    fn send(&self, _: &str, _: Option<&str>, _: Vec<u8>) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+fn target() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target")
+}
+
+fn runtime(pooling: bool) -> Arc<Runtime> {
+    let services = HostServices {
+        sink: Arc::new(Discard),
+        produce: ProduceSettings {
+            format: Format::Json,
+            producer_id: None,
+        },
+    };
+    let options = RuntimeOptions {
+        limits: GuestLimits::default(),
+        cache: ComponentCache::new(None),
+        pooling,
+    };
+    Runtime::new(options, services).expect("runtime")
+}
+
+fn envelope(message_type: &str, body: &str) -> Envelope {
+    Envelope {
+        message_type: message_type.into(),
+        version: 1,
+        producer: None,
+        key: Some("key-1".into()),
+        body: body.into(),
+        origin: Origin {
+            source: "bench".into(),
+            partition: "0".into(),
+            offset: "0".into(),
+            timestamp_ms: None,
+        },
+    }
+}
+
+/// Mean cost of one `handle` call of `component` (message `message_type`)
+/// in a folder with `manifest`.
+fn per_call(
+    component: &Path,
+    manifest: Option<&str>,
+    pooling: bool,
+    message_type: &str,
+    body: &str,
+    calls: u32,
+) -> Duration {
+    let folder = tempfile::tempdir().expect("temp dir");
+    std::fs::copy(component, folder.path().join("h.wasm")).expect("copy component");
+    if let Some(text) = manifest {
+        std::fs::write(folder.path().join("h.toml"), text).expect("manifest");
+    }
+    let mut registry = Registry::load(runtime(pooling), folder.path()).expect("load");
+    let Route::Handler(handler) = registry.route(message_type, Some(1)) else {
+        panic!("no handler for {message_type}");
+    };
+    let record = envelope(message_type, body);
+    for _ in 0..calls / 10 {
+        assert_eq!(handler.handle(&record), HandleOutcome::Handled);
+    }
+    let started = Instant::now();
+    for _ in 0..calls {
+        let outcome = handler.handle(&record);
+        debug_assert_eq!(outcome, HandleOutcome::Handled);
+    }
+    started.elapsed() / calls
+}
+
+fn compile_time(component: &Path) -> Duration {
+    let bytes = std::fs::read(component).expect("read component");
+    let runtime = runtime(false);
+    let rounds = 3;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        runtime
+            .engine
+            .precompile_component(&bytes)
+            .expect("compile");
+    }
+    started.elapsed() / rounds
+}
+
+fn main() {
+    let echo = target().join("handlers/echo.wasm");
+    let person = target().join("handlers/person.wasm");
+    let chaos = target().join("test-components/chaos.wasm");
+    for file in [&echo, &person, &chaos] {
+        assert!(
+            file.is_file(),
+            "{} missing: run scripts/build-guests",
+            file.display()
+        );
+    }
+    println!("compile (Cranelift, off the hot path; cached afterwards)");
+    for (name, file) in [("echo", &echo), ("person", &person), ("chaos", &chaos)] {
+        let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+        println!("  {name:<8} {size:>8} B  {:>10.1?}", compile_time(file));
+    }
+    let per_record = Some("isolation = \"per-record\"\n");
+    let ok = r#"{"action":"ok"}"#;
+    let echo_body = r#"{"text":"hello","n":[1,2,3]}"#;
+    println!("per-record cost of handle()");
+    let rows = [
+        (
+            "chaos ok, reused instance",
+            &chaos,
+            None,
+            false,
+            "chaos",
+            ok,
+            200_000,
+        ),
+        (
+            "chaos ok, fresh instance (on-demand)",
+            &chaos,
+            per_record,
+            false,
+            "chaos",
+            ok,
+            5_000,
+        ),
+        (
+            "chaos ok, fresh instance (pooling)",
+            &chaos,
+            per_record,
+            true,
+            "chaos",
+            ok,
+            20_000,
+        ),
+        (
+            "echo + produce, reused instance",
+            &echo,
+            None,
+            false,
+            "echo",
+            echo_body,
+            200_000,
+        ),
+        (
+            "echo + produce, fresh instance (pooling)",
+            &echo,
+            per_record,
+            true,
+            "echo",
+            echo_body,
+            20_000,
+        ),
+    ];
+    for (label, file, manifest, pooling, message_type, body, calls) in rows {
+        let cost = per_call(file, manifest, pooling, message_type, body, calls);
+        println!("  {label:<44} {:>10.2} µs", cost.as_secs_f64() * 1e6);
+    }
+}

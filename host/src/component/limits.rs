@@ -1,0 +1,134 @@
+//! The limits a guest runs under, and the limiter that enforces the memory
+//! and table ones and remembers which limit was hit, so that a failed record
+//! can name it.
+
+use std::time::Duration;
+
+use wasmtime::ResourceLimiter;
+
+use super::engine::EPOCH_TICK;
+
+/// Per-call and per-instance limits of one handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestLimits {
+    /// Wall-clock budget of one call into a guest.
+    pub call_timeout: Duration,
+    /// Linear memory an instance may grow to, in bytes.
+    pub max_memory_bytes: usize,
+    /// Elements any one table of an instance may grow to.
+    pub max_table_elements: usize,
+    /// `produce` calls allowed during one `handle` call.
+    pub max_produce_calls: u32,
+    /// Rendered envelope bytes `produce` may send during one `handle` call.
+    pub max_produce_bytes: usize,
+}
+
+impl Default for GuestLimits {
+    fn default() -> Self {
+        GuestLimits {
+            call_timeout: Duration::from_secs(1),
+            max_memory_bytes: 64 << 20,
+            max_table_elements: 20_000,
+            max_produce_calls: 1_000,
+            max_produce_bytes: 16 << 20,
+        }
+    }
+}
+
+impl GuestLimits {
+    /// The epoch deadline for one call, rounded up to whole ticks.
+    pub fn deadline_ticks(&self) -> u64 {
+        let tick = EPOCH_TICK.as_nanos();
+        let ticks = self.call_timeout.as_nanos().div_ceil(tick);
+        u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
+    }
+}
+
+/// A limit a guest ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitHit {
+    Memory { wanted: usize, limit: usize },
+    Table { wanted: usize, limit: usize },
+    ProduceCalls { limit: u32 },
+    ProduceBytes { limit: usize },
+}
+
+impl std::fmt::Display for LimitHit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LimitHit::Memory { wanted, limit } => write!(
+                f,
+                "memory limit exceeded: tried to grow linear memory to {} MiB, limit is {} MiB",
+                wanted >> 20,
+                limit >> 20
+            ),
+            LimitHit::Table { wanted, limit } => write!(
+                f,
+                "table limit exceeded: tried to grow a table to {wanted} elements, limit is {limit}"
+            ),
+            LimitHit::ProduceCalls { limit } => write!(
+                f,
+                "produce limit exceeded: more than {limit} produce calls in one handle call"
+            ),
+            LimitHit::ProduceBytes { limit } => write!(
+                f,
+                "produce limit exceeded: more than {limit} bytes produced in one handle call"
+            ),
+        }
+    }
+}
+
+/// Enforces [`GuestLimits`] on memory and tables; the host API records
+/// produce limit hits here too.
+pub struct GuestLimiter {
+    limits: GuestLimits,
+    pub hit: Option<LimitHit>,
+}
+
+impl GuestLimiter {
+    pub fn new(limits: GuestLimits) -> Self {
+        GuestLimiter { limits, hit: None }
+    }
+
+    /// Record `hit` and turn it into the trap that ends the call.
+    pub fn trap(&mut self, hit: LimitHit) -> wasmtime::Error {
+        self.hit = Some(hit);
+        wasmtime::format_err!("{hit}")
+    }
+}
+
+impl ResourceLimiter for GuestLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let limit = self.limits.max_memory_bytes;
+        if desired > limit {
+            // Trap rather than return -1: guests rarely handle a failed
+            // allocation gracefully, and a trap names the reason.
+            return Err(self.trap(LimitHit::Memory {
+                wanted: desired,
+                limit,
+            }));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let limit = self.limits.max_table_elements;
+        if desired > limit {
+            return Err(self.trap(LimitHit::Table {
+                wanted: desired,
+                limit,
+            }));
+        }
+        Ok(true)
+    }
+}
