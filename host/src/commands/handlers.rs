@@ -2,12 +2,12 @@
 //! with the reason for every file the host would refuse.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use super::run::build_runtime;
 use crate::cli::HandlerArgs;
+use crate::component::manifest::manifest_path;
 use crate::component::{MessageSink, loader};
 
 /// Listing never handles a record, so nothing is ever produced.
@@ -31,37 +31,30 @@ struct Row {
 pub fn list(args: HandlerArgs) -> anyhow::Result<ExitCode> {
     let runtime = build_runtime(&args, Arc::new(NoSink))?;
     let mut rows = Vec::new();
-    let mut owners: HashMap<(String, u32), PathBuf> = HashMap::new();
+    let mut owners: HashMap<(String, u32), Vec<usize>> = HashMap::new();
     for file in loader::component_files(&args.handlers)? {
         let name = file
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let manifest = if crate::component::manifest::manifest_path(&file).is_file() {
+        let manifest = if manifest_path(&file).is_file() {
             "yes"
         } else {
             "-"
         };
         let row = match loader::load(&runtime, &file) {
             Ok(handler) => {
-                let pair = (handler.message_type.clone(), handler.version);
-                let status = match owners.get(&pair) {
-                    Some(first) => format!(
-                        "clash: {} also handles {:?} v{} (the host refuses both)",
-                        first.file_name().unwrap_or_default().to_string_lossy(),
-                        pair.0,
-                        pair.1
-                    ),
-                    None => "ok".to_owned(),
-                };
-                owners.entry(pair).or_insert(file.clone());
+                owners
+                    .entry((handler.message_type.clone(), handler.version))
+                    .or_default()
+                    .push(rows.len());
                 Row {
                     file: name,
                     message_type: handler.message_type.clone(),
                     version: handler.version.to_string(),
                     hash: handler.hash[..12].to_owned(),
                     manifest,
-                    status,
+                    status: "ok".to_owned(),
                 }
             }
             Err(e) => Row {
@@ -74,6 +67,21 @@ pub fn list(args: HandlerArgs) -> anyhow::Result<ExitCode> {
             },
         };
         rows.push(row);
+    }
+    // A clash refuses the start, so every file of the pair is marked.
+    for ((message_type, version), indexes) in owners.into_iter().filter(|(_, i)| i.len() > 1) {
+        let files: Vec<String> = indexes.iter().map(|&i| rows[i].file.clone()).collect();
+        for &i in &indexes {
+            let others: Vec<&str> = files
+                .iter()
+                .filter(|f| **f != rows[i].file)
+                .map(String::as_str)
+                .collect();
+            rows[i].status = format!(
+                "clash: {} also handles {message_type:?} v{version}",
+                others.join(", ")
+            );
+        }
     }
     print_table(&rows);
     let all_ok = !rows.is_empty() && rows.iter().all(|r| r.status == "ok");
