@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use logpipe_host::component::bindings::{Envelope, Origin};
 use logpipe_host::component::cache::ComponentCache;
 use logpipe_host::component::host_api::HostServices;
+use logpipe_host::component::manifest::HandlerDefaults;
 use logpipe_host::component::{
-    GuestLimits, HandleOutcome, MessageSink, ProduceSettings, Registry, Route, Runtime,
-    RuntimeOptions,
+    HandleOutcome, MessageSink, ProduceSettings, Registry, Route, Runtime, RuntimeOptions,
 };
 use logpipe_host::envelope::Format;
 
@@ -39,7 +39,7 @@ fn runtime(pooling: bool) -> Arc<Runtime> {
         },
     };
     let options = RuntimeOptions {
-        limits: GuestLimits::default(),
+        defaults: HandlerDefaults::default(),
         cache: ComponentCache::new(None),
         pooling,
     };

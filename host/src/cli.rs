@@ -5,9 +5,12 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use std::sync::Arc;
+
 use crate::component::ProduceSettings;
 use crate::envelope::Format;
 use crate::kafka::config::parse_property;
+use crate::policy::{Action, ErrorClass, Policies, RetryPolicy, Seconds};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -150,6 +153,107 @@ pub struct HandlerArgs {
 
     #[command(flatten)]
     pub envelope: EnvelopeArgs,
+
+    #[command(flatten)]
+    pub failures: FailureArgs,
+}
+
+/// What happens to records that are not handled (django-kafka's retry
+/// settings, plus logpipe's dispatch classes). Manifests may override the
+/// retry policy and `on_reject` per handler.
+#[derive(Debug, Args)]
+pub struct FailureArgs {
+    /// Retries of a failed record after the first attempt; -1 retries for ever (blocking only).
+    #[arg(
+        long,
+        env = "LOGPIPE_MAX_RETRIES",
+        default_value_t = 0,
+        allow_negative_numbers = true,
+        value_name = "N"
+    )]
+    pub max_retries: i64,
+
+    /// Seconds before the first retry.
+    #[arg(
+        long,
+        env = "LOGPIPE_RETRY_DELAY",
+        default_value = "1",
+        value_name = "SECONDS"
+    )]
+    pub retry_delay: Seconds,
+
+    /// Double the delay for every further retry (delay·2^(n-1)).
+    #[arg(long, env = "LOGPIPE_RETRY_BACKOFF")]
+    pub retry_backoff: bool,
+
+    /// Error classes that are retried [default: retry,trap,deadline,memory,produce].
+    #[arg(
+        long,
+        env = "LOGPIPE_RETRY_INCLUDE",
+        value_enum,
+        value_delimiter = ',',
+        value_name = "CLASS"
+    )]
+    pub retry_include: Option<Vec<ErrorClass>>,
+
+    /// Error classes that are never retried.
+    #[arg(
+        long,
+        env = "LOGPIPE_RETRY_EXCLUDE",
+        value_enum,
+        value_delimiter = ',',
+        value_name = "CLASS"
+    )]
+    pub retry_exclude: Vec<ErrorClass>,
+
+    /// Retry through retry topics ({group}.{topic}.retry.{n}) instead of holding the partition.
+    #[arg(long, env = "LOGPIPE_RETRY_NON_BLOCKING")]
+    pub retry_non_blocking: bool,
+
+    /// When a failed record is not (or no longer) retried.
+    #[arg(long, env = "LOGPIPE_ON_FAILURE", value_enum, default_value_t = Action::Stop)]
+    pub on_failure: Action,
+
+    /// Records that are not valid envelopes.
+    #[arg(long, env = "LOGPIPE_ON_INVALID", value_enum, default_value_t = Action::Skip)]
+    pub on_invalid: Action,
+
+    /// Records of a type no handler declared.
+    #[arg(long, env = "LOGPIPE_ON_UNKNOWN_TYPE", value_enum, default_value_t = Action::Skip)]
+    pub on_unknown_type: Action,
+
+    /// Records of a known type in a version no handler declared.
+    #[arg(long, env = "LOGPIPE_ON_UNKNOWN_VERSION", value_enum, default_value_t = Action::Skip)]
+    pub on_unknown_version: Action,
+
+    /// Records a handler rejected.
+    #[arg(long, env = "LOGPIPE_ON_REJECT", value_enum, default_value_t = Action::Skip)]
+    pub on_reject: Action,
+}
+
+impl FailureArgs {
+    pub fn policies(&self) -> Result<Policies, String> {
+        let mut retry = RetryPolicy {
+            max_retries: self.max_retries,
+            delay: self.retry_delay.0,
+            backoff: self.retry_backoff,
+            exclude: self.retry_exclude.clone(),
+            blocking: !self.retry_non_blocking,
+            on_failure: self.on_failure,
+            ..RetryPolicy::default()
+        };
+        if let Some(include) = &self.retry_include {
+            retry.include = include.clone();
+        }
+        retry.validate()?;
+        Ok(Policies {
+            retry: Arc::new(retry),
+            on_invalid: self.on_invalid,
+            on_unknown_type: self.on_unknown_type,
+            on_unknown_version: self.on_unknown_version,
+            on_reject: self.on_reject,
+        })
+    }
 }
 
 /// How produced envelopes are rendered, for the `produce` command and for
@@ -209,7 +313,34 @@ pub struct ConsumeArgs {
     )]
     pub commit_max_records: usize,
 
-    /// Consumer group id (used for broker bookkeeping; partitions are assigned manually).
+    /// Suffix of retry topics: {group}.{topic}.{suffix}.{n}.
+    #[arg(
+        long,
+        env = "LOGPIPE_RETRY_TOPIC_SUFFIX",
+        default_value = "retry",
+        value_name = "SUFFIX"
+    )]
+    pub retry_topic_suffix: String,
+
+    /// Suffix of dead-letter topics: {group}.{topic}.{suffix}.
+    #[arg(
+        long,
+        env = "LOGPIPE_DLT_TOPIC_SUFFIX",
+        default_value = "dlt",
+        value_name = "SUFFIX"
+    )]
+    pub dlt_topic_suffix: String,
+
+    /// On SIGINT/SIGTERM, how long to wait for produced records before exiting (non-zero if they are not all acknowledged).
+    #[arg(
+        long,
+        env = "LOGPIPE_SHUTDOWN_TIMEOUT_MS",
+        default_value_t = 30_000,
+        value_name = "MS"
+    )]
+    pub shutdown_timeout_ms: u64,
+
+    /// Consumer group id: names retry and dead-letter topics; partitions are assigned manually.
     #[arg(
         long,
         env = "LOGPIPE_GROUP_ID",

@@ -1,31 +1,36 @@
 //! What happens to one record: decode, route, handle, and the verdict on
 //! its offset. The rules mirror django-logpipe, except that a bad record
-//! never crashes the consumer.
+//! never crashes the consumer, and each class has a configurable action
+//! (see [`crate::policy`]):
 //!
-//! | class           | log     | offset                                   |
+//! | class           | log     | default action                           |
 //! |-----------------|---------|------------------------------------------|
 //! | handled         | DEBUG   | commit                                   |
-//! | invalid         | ERROR   | commit (skip)                            |
-//! | ignored type    | DEBUG   | commit (skip)                            |
-//! | unknown type    | ERROR   | commit (skip)                            |
-//! | unknown version | ERROR   | commit (skip)                            |
-//! | rejected        | WARNING | commit (skip)                            |
-//! | failed          | ERROR   | hold: stop the partition before it       |
+//! | invalid         | ERROR   | skip (`--on-invalid`)                    |
+//! | ignored type    | DEBUG   | skip                                     |
+//! | unknown type    | ERROR   | skip (`--on-unknown-type`)               |
+//! | unknown version | ERROR   | skip (`--on-unknown-version`)            |
+//! | rejected        | WARNING | skip (`--on-reject`, manifest)           |
+//! | failed          | ERROR   | retry policy, then stop (`--on-failure`) |
 //!
-//! "failed" is a `retry` answer or a trap (panic, deadline, memory limit).
+//! "failed" is a `retry` answer or a trap (panic, deadline, memory limit,
+//! produce limit).
 
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::mpsc::Receiver;
+use std::time::Duration;
 
 use crate::component::bindings::{Envelope as WitEnvelope, Origin};
 use crate::component::watcher::{Change, FolderWatcher};
 use crate::component::{HandleOutcome, Registry, Route};
 use crate::envelope::{self, Envelope};
+use crate::policy::{Action, ErrorClass, Policies, RetryPolicy};
 
-/// One record as read from a source. Partition and offset are text so the
+/// One record as handed to dispatch. Partition and offset are text so the
 /// same type serves Kafka (numbers) and Kinesis (shard ids, sequence
-/// numbers).
+/// numbers). For a record read back from a retry topic, the position is the
+/// one it was first consumed at: that is what handlers and logs see.
 #[derive(Debug, Clone, Copy)]
 pub struct Record<'a> {
     pub topic: &'a str,
@@ -34,18 +39,42 @@ pub struct Record<'a> {
     pub key: Option<&'a [u8]>,
     pub timestamp_ms: Option<i64>,
     pub value: &'a [u8],
+    /// Which retry this attempt is: 0 for the first attempt, n for retry n.
+    pub retries: u32,
 }
 
-/// The verdict on one record's offset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a record was not handled, for logs and dead-letter headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// `invalid-message`, `unknown-format`, `unknown-type`,
+    /// `unknown-version`, or an [`ErrorClass`] name.
+    pub class: &'static str,
+    pub summary: String,
+    pub detail: String,
+}
+
+/// The verdict on one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Done with it (handled or skipped): its offset may be committed.
     Commit,
-    /// It failed: do not commit it, stop reading its partition.
-    Stop,
+    /// Copy it to the dead-letter topic, then commit.
+    DeadLetter(Failure),
+    /// Do not commit it; stop reading its partition.
+    Stop(Failure),
+    /// Try again: retry number `retry` (1 for the first) after `delay`,
+    /// holding the partition (`blocking`) or through a retry topic.
+    Retry {
+        failure: Failure,
+        retry: u32,
+        delay: Duration,
+        blocking: bool,
+    },
 }
 
-/// Per-class counts, printed at exit.
+/// Counts printed at exit. Every record ends in exactly one of handled,
+/// rejected, invalid, ignored, unknown_type, unknown_version or failed;
+/// retried and dead_lettered count events on the way.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Counts {
     pub handled: u64,
@@ -54,7 +83,12 @@ pub struct Counts {
     pub ignored: u64,
     pub unknown_type: u64,
     pub unknown_version: u64,
+    /// Failed for good: not retried, or retries exhausted.
     pub failed: u64,
+    /// Retry attempts scheduled.
+    pub retried: u64,
+    /// Records copied to a dead-letter topic.
+    pub dead_lettered: u64,
 }
 
 impl Counts {
@@ -73,7 +107,8 @@ impl fmt::Display for Counts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "records={} handled={} rejected={} invalid={} ignored={} unknown_type={} unknown_version={} failed={}",
+            "records={} handled={} rejected={} invalid={} ignored={} unknown_type={} \
+             unknown_version={} failed={} retried={} dead_lettered={}",
             self.total(),
             self.handled,
             self.rejected,
@@ -81,15 +116,18 @@ impl fmt::Display for Counts {
             self.ignored,
             self.unknown_type,
             self.unknown_version,
-            self.failed
+            self.failed,
+            self.retried,
+            self.dead_lettered
         )
     }
 }
 
-/// Routes records to handlers and keeps the counts.
+/// Routes records to handlers, applies the policies, keeps the counts.
 pub struct Dispatcher {
     registry: Registry,
     ignored_types: HashSet<String>,
+    policies: Policies,
     counts: Counts,
     hot_swap: Option<HotSwap>,
 }
@@ -112,11 +150,33 @@ impl fmt::Display for KeyDisplay<'_> {
     }
 }
 
+/// What a class counter and an action make of a skipped-or-worse record.
+fn act(action: Action, failure: Failure) -> Verdict {
+    match action {
+        Action::Skip => Verdict::Commit,
+        Action::Dlt => Verdict::DeadLetter(failure),
+        Action::Stop => Verdict::Stop(failure),
+    }
+}
+
+fn action_words(action: Action) -> &'static str {
+    match action {
+        Action::Skip => "skipping record",
+        Action::Dlt => "dead-lettering record",
+        Action::Stop => "stopping this partition before the record",
+    }
+}
+
 impl Dispatcher {
-    pub fn new(registry: Registry, ignored_types: impl IntoIterator<Item = String>) -> Self {
+    pub fn new(
+        registry: Registry,
+        ignored_types: impl IntoIterator<Item = String>,
+        policies: Policies,
+    ) -> Self {
         Dispatcher {
             registry,
             ignored_types: ignored_types.into_iter().collect(),
+            policies,
             counts: Counts::default(),
             hot_swap: None,
         }
@@ -147,8 +207,46 @@ impl Dispatcher {
         self.counts
     }
 
+    /// For the consume loop, when carrying out a verdict changes it (a
+    /// dead-letter topic that cannot be written to stops the partition).
+    pub fn counts_mut(&mut self) -> &mut Counts {
+        &mut self.counts
+    }
+
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    pub fn policies(&self) -> &Policies {
+        &self.policies
+    }
+
+    /// What the current policies need beyond the consumed topics: how many
+    /// retry topics per topic (the longest non-blocking policy), and whether
+    /// anything may be dead-lettered.
+    pub fn failure_needs(&self) -> (u32, bool) {
+        let host = &self.policies;
+        let handlers = self.registry.handlers();
+        let retry_policies = std::iter::once(&host.retry)
+            .chain(handlers.map(|h| &h.config.retry))
+            .collect::<Vec<_>>();
+        let retry_topics = retry_policies
+            .iter()
+            .filter(|p| !p.blocking)
+            .map(|p| u32::try_from(p.max_retries.max(0)).unwrap_or(u32::MAX))
+            .max()
+            .unwrap_or(0);
+        let dead_letter = [
+            host.on_invalid,
+            host.on_unknown_type,
+            host.on_unknown_version,
+            host.on_reject,
+        ]
+        .into_iter()
+        .chain(self.registry.handlers().map(|h| h.config.on_reject))
+        .chain(retry_policies.iter().map(|p| p.on_failure))
+        .any(|action| action == Action::Dlt);
+        (retry_topics, dead_letter)
     }
 
     /// Decide one record's fate, calling its handler if it has one.
@@ -159,11 +257,12 @@ impl Dispatcher {
             Ok(envelope) => envelope,
             Err(error) => {
                 self.counts.invalid += 1;
+                let action = self.policies.on_invalid;
                 tracing::error!(
                     topic, partition, offset, %key, class = error.class(),
-                    "skipping record: {error}"
+                    "{}: {error}", action_words(action)
                 );
-                return Verdict::Commit;
+                return self.finish(action, error.class(), error.to_string());
             }
         };
         let message_type = envelope.message_type.as_str();
@@ -177,57 +276,132 @@ impl Dispatcher {
             Route::Handler(handler) => handler,
             Route::UnknownType => {
                 self.counts.unknown_type += 1;
+                let action = self.policies.on_unknown_type;
+                let summary = format!("no handler for message type {message_type:?}");
                 tracing::error!(
                     topic, partition, offset, %key, message_type, %version,
-                    "skipping record: no handler for message type {message_type:?}"
+                    "{}: {summary}", action_words(action)
                 );
-                return Verdict::Commit;
+                return self.finish(action, "unknown-type", summary);
             }
             Route::UnknownVersion { known } => {
                 self.counts.unknown_version += 1;
+                let action = self.policies.on_unknown_version;
+                let summary = format!(
+                    "no handler for {message_type:?} version {version} (handled versions: {known:?})"
+                );
                 tracing::error!(
                     topic, partition, offset, %key, message_type, %version,
-                    "skipping record: no handler for {message_type:?} version {version} \
-                     (handled versions: {known:?})"
+                    "{}: {summary}", action_words(action)
                 );
-                return Verdict::Commit;
+                return self.finish(action, "unknown-version", summary);
             }
         };
         let call = guest_envelope(record, envelope, handler.version);
-        let name = handler.name.clone();
-        let (message_type, version) = (call.message_type.as_str(), call.version);
-        let name = &*name;
-        match handler.handle(&call) {
+        let (name, retry_policy, on_reject) = (
+            handler.name.clone(),
+            handler.config.retry.clone(),
+            handler.config.on_reject,
+        );
+        let (message_type, version, name) = (call.message_type.as_str(), call.version, &*name);
+        let (class, reason) = match handler.handle(&call) {
             HandleOutcome::Handled => {
                 self.counts.handled += 1;
                 tracing::debug!(topic, partition, offset, %key, message_type, %version, handler = name, "handled");
-                Verdict::Commit
+                return Verdict::Commit;
             }
-            HandleOutcome::Rejected(reason) => {
+            HandleOutcome::Rejected(reason) if !retry_policy.covers(ErrorClass::Reject) => {
                 self.counts.rejected += 1;
                 tracing::warn!(
                     topic, partition, offset, %key, message_type, %version, handler = name,
-                    "handler rejected the record, skipping it: {reason}"
+                    "handler rejected the record, {}: {reason}", action_words(on_reject)
                 );
-                Verdict::Commit
+                return self.finish(on_reject, ErrorClass::Reject.name(), reason);
             }
-            HandleOutcome::Retry(reason) => {
-                self.counts.failed += 1;
-                tracing::error!(
-                    topic, partition, offset, %key, message_type, %version, handler = name,
-                    "handler asked to retry; stopping this partition before the record: {reason}"
-                );
-                Verdict::Stop
+            HandleOutcome::Rejected(reason) => (ErrorClass::Reject, reason),
+            HandleOutcome::Retry(reason) => (
+                ErrorClass::Retry,
+                format!("handler asked to retry: {reason}"),
+            ),
+            HandleOutcome::Trapped { class, reason } => {
+                (class, format!("handler failed: {reason}"))
             }
-            HandleOutcome::Trapped(reason) => {
-                self.counts.failed += 1;
-                tracing::error!(
-                    topic, partition, offset, %key, message_type, %version, handler = name,
-                    "handler failed; stopping this partition before the record: {reason}"
-                );
-                Verdict::Stop
-            }
+        };
+        let verdict = self.on_failure(&retry_policy, record.retries, class, reason.clone());
+        match &verdict {
+            Verdict::Retry {
+                retry,
+                delay,
+                blocking,
+                ..
+            } => tracing::warn!(
+                topic, partition, offset, %key, message_type, %version, handler = name, class = %class,
+                "{reason}; retry {retry} in {delay:?} ({})",
+                if *blocking { "blocking" } else { "through a retry topic" }
+            ),
+            Verdict::Commit => tracing::error!(
+                topic, partition, offset, %key, message_type, %version, handler = name, class = %class,
+                "{reason}; giving up, {}", action_words(Action::Skip)
+            ),
+            Verdict::DeadLetter(_) => tracing::error!(
+                topic, partition, offset, %key, message_type, %version, handler = name, class = %class,
+                "{reason}; {}", action_words(Action::Dlt)
+            ),
+            Verdict::Stop(_) => tracing::error!(
+                topic, partition, offset, %key, message_type, %version, handler = name, class = %class,
+                "{reason}; {}", action_words(Action::Stop)
+            ),
         }
+        verdict
+    }
+
+    /// A failed call: retry it if the policy says so, else give up with
+    /// the policy's action.
+    fn on_failure(
+        &mut self,
+        policy: &RetryPolicy,
+        retries: u32,
+        class: ErrorClass,
+        reason: String,
+    ) -> Verdict {
+        let next = retries.saturating_add(1);
+        let summary = reason.lines().next().unwrap_or_default().to_owned();
+        let failure = Failure {
+            class: class.name(),
+            summary,
+            detail: reason,
+        };
+        if policy.covers(class) && policy.allows(next) {
+            self.counts.retried += 1;
+            return Verdict::Retry {
+                failure,
+                retry: next,
+                delay: policy.delay_before(next),
+                blocking: policy.blocking,
+            };
+        }
+        self.counts.failed += 1;
+        let verdict = act(policy.on_failure, failure);
+        if matches!(verdict, Verdict::DeadLetter(_)) {
+            self.counts.dead_lettered += 1;
+        }
+        verdict
+    }
+
+    /// The verdict of a record skipped for its class (already counted).
+    fn finish(&mut self, action: Action, class: &'static str, summary: String) -> Verdict {
+        let verdict = act(
+            action,
+            Failure {
+                class,
+                detail: summary.clone(),
+                summary,
+            },
+        );
+        if matches!(verdict, Verdict::DeadLetter(_)) {
+            self.counts.dead_lettered += 1;
+        }
+        verdict
     }
 }
 

@@ -14,3 +14,4 @@ pub mod dispatch;
 pub mod envelope;
 pub mod kafka;
 pub mod offsets;
+pub mod policy;

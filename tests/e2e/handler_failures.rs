@@ -92,7 +92,7 @@ fn a_fresh_instance_replaces_a_trapped_one() {
     for failing in ["loop", "alloc", "panic"] {
         let outcome = handler.handle(&call(failing));
         assert!(
-            matches!(outcome, HandleOutcome::Trapped(_)),
+            matches!(outcome, HandleOutcome::Trapped { .. }),
             "{failing}: {outcome:?}"
         );
         assert_eq!(

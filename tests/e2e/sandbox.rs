@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use logpipe_host::component::{GuestLimits, HandleOutcome};
+use logpipe_host::policy::ErrorClass;
 use logpipe_tests::in_process::{Loaded, guest_envelope};
 use logpipe_tests::*;
 use serde_json::{Value, json};
@@ -28,9 +29,12 @@ max_bytes = 4096
 REGION = "eu-west-1"
 "#;
 
-fn expect_trap(outcome: HandleOutcome, needle: &str, what: &str) {
+fn expect_trap(outcome: HandleOutcome, expected: ErrorClass, needle: &str, what: &str) {
     match outcome {
-        HandleOutcome::Trapped(reason) => assert!(reason.contains(needle), "{what}: {reason}"),
+        HandleOutcome::Trapped { class, reason } => {
+            assert!(reason.contains(needle), "{what}: {reason}");
+            assert_eq!(class, expected, "{what}: {reason}");
+        }
         other => panic!("{what}: expected a trap naming {needle:?}, got {other:?}"),
     }
 }
@@ -50,23 +54,38 @@ fn hostile_guests_are_stopped_with_a_named_reason_and_the_next_record_is_handled
     let traps = [
         (
             json!({"action": "loop"}),
+            ErrorClass::Deadline,
             "deadline exceeded: the call ran longer than 200 ms",
         ),
-        (json!({"action": "alloc"}), "memory limit exceeded"),
-        (json!({"action": "recurse"}), "call stack exhausted"),
-        (json!({"action": "panic"}), "asked to panic"),
+        (
+            json!({"action": "alloc"}),
+            ErrorClass::Memory,
+            "memory limit exceeded",
+        ),
+        (
+            json!({"action": "recurse"}),
+            ErrorClass::Trap,
+            "call stack exhausted",
+        ),
+        (
+            json!({"action": "panic"}),
+            ErrorClass::Trap,
+            "asked to panic",
+        ),
         (
             json!({"action": "produce-flood"}),
+            ErrorClass::Produce,
             "produce limit exceeded: more than 50 produce calls",
         ),
         (
             json!({"action": "produce-to", "topic": "allowed-out", "pad": "x".repeat(5000)}),
+            ErrorClass::Produce,
             "produce limit exceeded: more than 4096 bytes",
         ),
     ];
-    for (body, reason) in traps {
+    for (body, class, reason) in traps {
         let what = body["action"].to_string();
-        expect_trap(handler.handle(&call(body)), reason, &what);
+        expect_trap(handler.handle(&call(body)), class, reason, &what);
         assert_eq!(
             handler.handle(&call(json!({"action": "ok"}))),
             HandleOutcome::Handled,

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use logpipe_host::component::bindings::{Envelope, Origin};
 use logpipe_host::component::cache::ComponentCache;
 use logpipe_host::component::host_api::HostServices;
+use logpipe_host::component::manifest::HandlerDefaults;
 use logpipe_host::component::{
     GuestLimits, Handler, MessageSink, ProduceSettings, Registry, Route, Runtime, RuntimeOptions,
 };
@@ -62,7 +63,10 @@ impl Loaded {
             },
         };
         let options = RuntimeOptions {
-            limits,
+            defaults: HandlerDefaults {
+                limits,
+                policies: Default::default(),
+            },
             cache: ComponentCache::new(Some(crate::root().join("target/test-component-cache"))),
             pooling,
         };

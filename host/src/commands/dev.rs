@@ -47,7 +47,23 @@ pub fn dev(args: DevArgs, shutdown: &AtomicBool) -> anyhow::Result<ExitCode> {
         bootstrap_servers: bootstrap,
         properties: Vec::new(),
     };
-    let code = consume_with_handlers(&args.handler, &args.consume, &settings, &offsets, shutdown);
+    // The mock cluster has no CreateTopics API: create through the mock.
+    let create = |needed: &[(String, i32)]| {
+        for (topic, partitions) in needed {
+            cluster
+                .create_topic(topic, *partitions, 1)
+                .with_context(|| format!("cannot create topic {topic:?}"))?;
+        }
+        Ok(())
+    };
+    let code = consume_with_handlers(
+        &args.handler,
+        &args.consume,
+        &settings,
+        &offsets,
+        shutdown,
+        &create,
+    );
     drop(cluster);
     code
 }

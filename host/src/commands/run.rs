@@ -12,10 +12,12 @@ use super::EXIT_RECORD_FAILED;
 use crate::cli::{ConsumeArgs, HandlerArgs, RunArgs};
 use crate::component::cache::ComponentCache;
 use crate::component::host_api::HostServices;
+use crate::component::manifest::HandlerDefaults;
 use crate::component::watcher::{self, WatchOptions};
 use crate::component::{GuestLimits, MessageSink, Registry, Runtime, RuntimeOptions};
 use crate::dispatch::Dispatcher;
 use crate::kafka::consumer::{self, ConsumeOptions, StopReason};
+use crate::kafka::topics::{self, TopicNames};
 use crate::kafka::{KafkaSettings, KafkaSink};
 use crate::offsets::OffsetStore;
 
@@ -24,33 +26,63 @@ pub fn run(args: RunArgs, shutdown: &AtomicBool) -> anyhow::Result<ExitCode> {
         bootstrap_servers: args.kafka.bootstrap_servers.clone(),
         properties: args.kafka.properties.clone(),
     };
+    let create = |needed: &[(String, i32)]| {
+        topics::ensure(&settings, needed).context("cannot set up retry and dead-letter topics")
+    };
     consume_with_handlers(
         &args.handler,
         &args.consume,
         &settings,
         &args.offsets,
         shutdown,
+        &create,
     )
 }
 
-/// Load the handlers, then consume until stopped. Shared by `run` and `dev`.
+/// Creates missing topics: the admin API for a broker, the mock cluster's
+/// own call for `dev`.
+pub type CreateTopics<'a> = &'a dyn Fn(&[(String, i32)]) -> anyhow::Result<()>;
+
+/// Load the handlers, set up the retry and dead-letter topics their
+/// policies need, then consume until stopped. Shared by `run` and `dev`.
 pub fn consume_with_handlers(
     handler_args: &HandlerArgs,
     consume_args: &ConsumeArgs,
     settings: &KafkaSettings,
     offsets: &Path,
     shutdown: &AtomicBool,
+    create_topics: CreateTopics<'_>,
 ) -> anyhow::Result<ExitCode> {
     let sink = Arc::new(KafkaSink::new(settings).context("cannot start the producer")?);
     let mut dispatcher = load_handlers(handler_args, sink.clone())?;
     let mut store = OffsetStore::open(offsets)?;
+    let names = TopicNames {
+        group: consume_args.group_id.clone(),
+        retry_suffix: consume_args.retry_topic_suffix.clone(),
+        dlt_suffix: consume_args.dlt_topic_suffix.clone(),
+    };
+    let (retry_topics, dead_letter) = dispatcher.failure_needs();
+    if retry_topics > 0 || dead_letter {
+        let mut main = Vec::new();
+        for topic in &consume_args.topics {
+            let partitions = sink.partitions(topic)?;
+            main.push((topic.clone(), i32::try_from(partitions.len()).unwrap_or(1)));
+        }
+        create_topics(&topics::failure_topics(
+            &names,
+            &main,
+            retry_topics,
+            dead_letter,
+        ))?;
+    }
     let options = ConsumeOptions {
         topics: consume_args.topics.clone(),
-        group_id: consume_args.group_id.clone(),
+        names,
+        retry_topics,
         idle_timeout: consume_args.consumer_timeout_ms.map(Duration::from_millis),
         commit_interval: Duration::from_millis(consume_args.commit_interval_ms),
         commit_max_records: consume_args.commit_max_records.max(1),
-        delivery_timeout: Duration::from_secs(120),
+        shutdown_timeout: Duration::from_millis(consume_args.shutdown_timeout_ms),
     };
     let result = consumer::consume(
         settings,
@@ -98,7 +130,8 @@ pub fn load_handlers(args: &HandlerArgs, sink: Arc<dyn MessageSink>) -> anyhow::
         "handlers ready"
     );
     let served = registry.served();
-    let dispatcher = Dispatcher::new(registry, args.ignore_types.iter().cloned());
+    let policies = registry.runtime().defaults.policies.clone();
+    let dispatcher = Dispatcher::new(registry, args.ignore_types.iter().cloned(), policies);
     if args.no_watch {
         return Ok(dispatcher);
     }
@@ -128,8 +161,12 @@ pub fn build_runtime(
     } else {
         args.cache_dir.clone().or_else(ComponentCache::default_dir)
     };
+    let policies = args
+        .failures
+        .policies()
+        .map_err(|e| anyhow::anyhow!("invalid retry settings: {e}"))?;
     let options = RuntimeOptions {
-        limits,
+        defaults: HandlerDefaults { limits, policies },
         cache: ComponentCache::new(cache_dir),
         pooling: args.pooling,
     };

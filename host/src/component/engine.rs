@@ -12,7 +12,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllo
 use super::bindings::LogpipeHandler;
 use super::cache::ComponentCache;
 use super::host_api::{HostServices, HostState};
-use super::limits::GuestLimits;
+use super::manifest::HandlerDefaults;
 
 /// How often the epoch advances. A deadline is a whole number of ticks, so
 /// this is the resolution of `--handler-timeout-ms`.
@@ -28,8 +28,8 @@ const POOL_INSTANCES: u32 = 256;
 /// How the engine is built.
 #[derive(Debug, Clone)]
 pub struct RuntimeOptions {
-    /// Limits of handlers without a manifest override.
-    pub limits: GuestLimits,
+    /// Limits and policies of handlers without a manifest override.
+    pub defaults: HandlerDefaults,
     pub cache: ComponentCache,
     /// Use wasmtime's pooling instance allocator: instantiation reuses
     /// pre-reserved slots, which makes fresh instances cheap.
@@ -40,8 +40,8 @@ pub struct RuntimeOptions {
 pub struct Runtime {
     pub engine: Engine,
     pub linker: Linker<HostState>,
-    /// Limits of handlers without a manifest override.
-    pub defaults: GuestLimits,
+    /// Limits and policies of handlers without a manifest override.
+    pub defaults: HandlerDefaults,
     pub cache: ComponentCache,
     pub services: Arc<HostServices>,
     _ticker: EpochTicker,
@@ -70,7 +70,7 @@ impl Runtime {
         Ok(Arc::new(Runtime {
             engine,
             linker,
-            defaults: options.limits,
+            defaults: options.defaults,
             cache: options.cache,
             services: Arc::new(services),
             _ticker: ticker,

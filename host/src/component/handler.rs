@@ -15,7 +15,9 @@ use wasmtime::{Store, Trap};
 use super::bindings::{Envelope, HandleError, LogpipeHandler, LogpipeHandlerPre};
 use super::engine::Runtime;
 use super::host_api::{HostState, RecordContext};
+use super::limits::LimitHit;
 use super::manifest::{HandlerConfig, Isolation};
+use crate::policy::ErrorClass;
 
 /// The result of handing one record to a handler.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,7 +28,10 @@ pub enum HandleOutcome {
     /// The guest returned `retry`: the record must not be committed.
     Retry(String),
     /// The call trapped (panic, deadline, memory limit, ...).
-    Trapped(String),
+    Trapped {
+        class: ErrorClass,
+        reason: String,
+    },
 }
 
 /// A loaded component that declared one (message type, version).
@@ -115,7 +120,12 @@ impl Handler {
         let deadline = self.config.limits.deadline_ticks();
         let live = match self.live() {
             Ok(live) => live,
-            Err(e) => return HandleOutcome::Trapped(format!("cannot instantiate: {}", chain(&e))),
+            Err(e) => {
+                return HandleOutcome::Trapped {
+                    class: ErrorClass::Trap,
+                    reason: format!("cannot instantiate: {}", chain(&e)),
+                };
+            }
         };
         live.store.set_epoch_deadline(deadline);
         live.store.data_mut().start_call(RecordContext {
@@ -133,12 +143,12 @@ impl Handler {
             Ok(Err(HandleError::Reject(reason))) => HandleOutcome::Rejected(reason),
             Ok(Err(HandleError::Retry(reason))) => HandleOutcome::Retry(reason),
             Err(error) => {
-                let mut reason = self.trap_reason(&error);
+                let (class, mut reason) = self.trap_reason(&error);
                 if let Some(stderr) = stderr {
                     reason = format!("{reason} (guest stderr: {stderr})");
                 }
                 self.live = None;
-                return HandleOutcome::Trapped(reason);
+                return HandleOutcome::Trapped { class, reason };
             }
         };
         if self.config.isolation == Isolation::PerRecord {
@@ -149,23 +159,32 @@ impl Handler {
 
     /// Name the limit behind a trap when there is one; operators should not
     /// have to decode wasm backtraces to learn that a handler was too slow.
-    fn trap_reason(&self, error: &wasmtime::Error) -> String {
+    fn trap_reason(&self, error: &wasmtime::Error) -> (ErrorClass, String) {
         let hit = self
             .live
             .as_ref()
             .and_then(|live| live.store.data().limiter.hit);
         if let Some(hit) = hit {
-            return hit.to_string();
+            let class = match hit {
+                LimitHit::Memory { .. } | LimitHit::Table { .. } => ErrorClass::Memory,
+                LimitHit::ProduceCalls { .. } | LimitHit::ProduceBytes { .. } => {
+                    ErrorClass::Produce
+                }
+            };
+            return (class, hit.to_string());
         }
         match error.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => format!(
-                "deadline exceeded: the call ran longer than {} ms",
-                self.config.limits.call_timeout.as_millis()
+            Some(Trap::Interrupt) => (
+                ErrorClass::Deadline,
+                format!(
+                    "deadline exceeded: the call ran longer than {} ms",
+                    self.config.limits.call_timeout.as_millis()
+                ),
             ),
             // The wasm backtrace that comes with a trap spans many lines;
             // the trap code is what an operator needs in a log line.
-            Some(trap) => trap.to_string(),
-            None => chain(error),
+            Some(trap) => (ErrorClass::Trap, trap.to_string()),
+            None => (ErrorClass::Trap, chain(error)),
         }
     }
 }

@@ -100,7 +100,7 @@ pub fn load(runtime: &Arc<Runtime>, file: &Path) -> Result<Handler, LoadError> {
         source,
     })?;
     let manifest_text = manifest::read(file)?;
-    let config = manifest::resolve(runtime.defaults, file, manifest_text.as_deref())?;
+    let config = manifest::resolve(&runtime.defaults, file, manifest_text.as_deref())?;
     let component_hash = content_hash(&bytes);
     let (component, outcome) = runtime
         .cache

@@ -17,6 +17,17 @@
 //! [env]                           # environment variables the guest sees
 //! REGION = "eu-west-1"
 //! pass_env = ["TZ"]               # ...and these, copied from the host's environment
+//!
+//! on_reject = "skip"              # or "dlt", "stop"
+//!
+//! [retry]                         # overrides the host's retry policy
+//! max_retries = 3                 # -1: for ever (blocking only)
+//! delay = 0.5                     # seconds before the first retry
+//! backoff = true                  # delay·2^(n-1)
+//! include = ["retry", "deadline"] # error classes retried
+//! exclude = []
+//! blocking = true                 # false: retry topics
+//! on_failure = "dlt"              # when retries are exhausted: skip, dlt or stop
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
@@ -28,6 +39,7 @@ use serde::Deserialize;
 
 use super::engine::MAX_HANDLER_MEMORY;
 use super::limits::GuestLimits;
+use crate::policy::{Action, ErrorClass, Policies, RetryPolicy, Seconds};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,6 +52,22 @@ pub struct Manifest {
     pub limits: LimitOverrides,
     #[serde(default)]
     pub env: EnvGrant,
+    pub on_reject: Option<Action>,
+    #[serde(default)]
+    pub retry: RetryOverrides,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryOverrides {
+    pub max_retries: Option<i64>,
+    /// Seconds.
+    pub delay: Option<f64>,
+    pub backoff: Option<bool>,
+    pub include: Option<Vec<ErrorClass>>,
+    pub exclude: Option<Vec<ErrorClass>>,
+    pub blocking: Option<bool>,
+    pub on_failure: Option<Action>,
 }
 
 /// How long an instance lives.
@@ -90,24 +118,35 @@ pub enum ManifestError {
     Invalid { path: PathBuf, reason: String },
 }
 
-/// What a handler may do and how far it may go, resolved from the host's
-/// defaults and its manifest.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The host's settings for handlers without a manifest.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HandlerDefaults {
+    pub limits: GuestLimits,
+    pub policies: Policies,
+}
+
+/// What a handler may do, how far it may go and what happens when it fails,
+/// resolved from the host's defaults and its manifest.
+#[derive(Debug, Clone, PartialEq)]
 pub struct HandlerConfig {
     pub limits: GuestLimits,
     /// `None`: any topic.
     pub allowed_topics: Option<Arc<HashSet<String>>>,
     pub env: Vec<(String, String)>,
     pub isolation: Isolation,
+    pub retry: Arc<RetryPolicy>,
+    pub on_reject: Action,
 }
 
 impl HandlerConfig {
-    pub fn defaults(limits: GuestLimits) -> Self {
+    pub fn defaults(defaults: &HandlerDefaults) -> Self {
         HandlerConfig {
-            limits,
+            limits: defaults.limits,
             allowed_topics: None,
             env: Vec::new(),
             isolation: Isolation::Instance,
+            retry: defaults.policies.retry.clone(),
+            on_reject: defaults.policies.on_reject,
         }
     }
 }
@@ -129,7 +168,7 @@ pub fn read(wasm: &Path) -> Result<Option<String>, ManifestError> {
 
 /// Resolve a handler's configuration from the defaults and manifest text.
 pub fn resolve(
-    defaults: GuestLimits,
+    defaults: &HandlerDefaults,
     wasm: &Path,
     text: Option<&str>,
 ) -> Result<HandlerConfig, ManifestError> {
@@ -142,7 +181,7 @@ pub fn resolve(
         reason,
     };
     let manifest: Manifest = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
-    let mut limits = defaults;
+    let mut limits = defaults.limits;
     let overrides = &manifest.limits;
     if let Some(ms) = overrides.timeout_ms {
         limits.call_timeout = Duration::from_millis(ms.max(1));
@@ -172,6 +211,7 @@ pub fn resolve(
             env.push((name, value));
         }
     }
+    let retry = retry_policy(&defaults.policies.retry, &manifest.retry).map_err(invalid)?;
     Ok(HandlerConfig {
         limits,
         allowed_topics: manifest
@@ -180,7 +220,59 @@ pub fn resolve(
             .map(|topics| Arc::new(topics.into_iter().collect())),
         env,
         isolation: manifest.isolation,
+        retry,
+        on_reject: manifest.on_reject.unwrap_or(defaults.policies.on_reject),
     })
+}
+
+/// The host's retry policy with a manifest's `[retry]` overrides.
+fn retry_policy(
+    host: &Arc<RetryPolicy>,
+    overrides: &RetryOverrides,
+) -> Result<Arc<RetryPolicy>, String> {
+    let RetryOverrides {
+        max_retries,
+        delay,
+        backoff,
+        include,
+        exclude,
+        blocking,
+        on_failure,
+    } = overrides;
+    let untouched = max_retries.is_none()
+        && delay.is_none()
+        && backoff.is_none()
+        && include.is_none()
+        && exclude.is_none()
+        && blocking.is_none()
+        && on_failure.is_none();
+    if untouched {
+        return Ok(host.clone());
+    }
+    let mut policy = RetryPolicy::clone(host);
+    if let Some(n) = max_retries {
+        policy.max_retries = *n;
+    }
+    if let Some(secs) = delay {
+        policy.delay = secs.to_string().parse::<Seconds>()?.0;
+    }
+    if let Some(b) = backoff {
+        policy.backoff = *b;
+    }
+    if let Some(classes) = include {
+        policy.include = classes.clone();
+    }
+    if let Some(classes) = exclude {
+        policy.exclude = classes.clone();
+    }
+    if let Some(b) = blocking {
+        policy.blocking = *b;
+    }
+    if let Some(action) = on_failure {
+        policy.on_failure = *action;
+    }
+    policy.validate().map_err(|e| format!("[retry]: {e}"))?;
+    Ok(Arc::new(policy))
 }
 
 #[cfg(test)]
@@ -188,7 +280,11 @@ mod tests {
     use super::*;
 
     fn resolve_text(text: &str) -> Result<HandlerConfig, ManifestError> {
-        resolve(GuestLimits::default(), Path::new("h/x.wasm"), Some(text))
+        resolve(
+            &HandlerDefaults::default(),
+            Path::new("h/x.wasm"),
+            Some(text),
+        )
     }
 
     #[test]
@@ -215,6 +311,26 @@ mod tests {
         assert_eq!(config.env, vec![("REGION".to_owned(), "eu".to_owned())]);
         let topics = config.allowed_topics.unwrap();
         assert!(topics.contains("a") && !topics.contains("c"));
+    }
+
+    #[test]
+    fn retry_section_overrides_the_host_policy() {
+        let config = resolve_text(
+            "on_reject = \"dlt\"\n[retry]\nmax_retries = 3\ndelay = 0.25\nblocking = false\non_failure = \"dlt\"\ninclude = [\"retry\", \"reject\"]\n",
+        )
+        .unwrap();
+        assert_eq!(config.on_reject, Action::Dlt);
+        assert_eq!(config.retry.max_retries, 3);
+        assert_eq!(config.retry.delay, Duration::from_millis(250));
+        assert!(!config.retry.blocking);
+        assert_eq!(config.retry.on_failure, Action::Dlt);
+        assert!(config.retry.covers(ErrorClass::Reject));
+        let err = resolve_text("[retry]\nmax_retries = -1\nblocking = false\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("finite max_retries"), "{err}");
+        let untouched = resolve_text("isolation = \"instance\"\n").unwrap();
+        assert_eq!(*untouched.retry, RetryPolicy::default());
     }
 
     #[test]

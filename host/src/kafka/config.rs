@@ -47,13 +47,14 @@ impl KafkaSettings {
         ])
     }
 
+    /// An admin client, for creating retry and dead-letter topics.
+    pub fn admin_config(&self) -> ClientConfig {
+        self.base(&[])
+    }
+
     /// The envelope producer. Idempotence keeps librdkafka's internal
     /// retries from duplicating or reordering records.
     pub fn producer_config(&self) -> ClientConfig {
-        self.base(&[
-            ("enable.idempotence", "true"),
-            ("linger.ms", "5"),
-            ("message.timeout.ms", "60000"),
-        ])
+        self.base(&[("enable.idempotence", "true"), ("linger.ms", "5")])
     }
 }

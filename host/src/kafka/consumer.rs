@@ -1,24 +1,33 @@
 //! The Kafka consume loop: manually assigned partitions, offsets in SQLite.
 //!
 //! Offset rule: a partition's offset advances in the store only past records
-//! that were handled or skipped, and only after every record their handlers
-//! produced has been acknowledged by the broker. A failed record (retry,
-//! trap) stops its partition right before it; the rest keep flowing.
+//! that were handled, skipped, dead-lettered or moved to a retry topic, and
+//! only after every record produced for them (by handlers, or as retry and
+//! dead-letter copies) has been acknowledged by the broker.
+//!
+//! Failures follow the record's [policy](crate::policy): a blocking retry
+//! pauses the record's partition and tries again when due while the others
+//! keep flowing; a non-blocking retry copies the record to
+//! `{group}.{topic}.retry.{n}`, which this same loop consumes, waiting until
+//! each copy is due; a record that is given up is dead-lettered, skipped, or
+//! stops its partition right before it.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::config::KafkaSettings;
+use super::headers::{self, OriginalPosition};
 use super::metadata::{self, TopicError};
 use super::producer::{DeliveryError, KafkaSink};
-use crate::dispatch::{Counts, Dispatcher, Record, Verdict};
+use super::topics::TopicNames;
+use crate::dispatch::{Counts, Dispatcher, Failure, Record, Verdict};
 use crate::offsets::{OffsetError, OffsetStore};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -26,12 +35,18 @@ const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 /// How often, once a partition has stopped, the others are checked for
 /// having caught up with their high watermark.
 const DRAIN_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// Repeated consumer errors (a broker that is down) are logged at most this
+/// often, with a count of the ones in between.
+const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How to consume.
 #[derive(Debug, Clone)]
 pub struct ConsumeOptions {
     pub topics: Vec<String>,
-    pub group_id: String,
+    /// Names of retry and dead-letter topics.
+    pub names: TopicNames,
+    /// Retry topics per topic, for non-blocking retries (0: none).
+    pub retry_topics: u32,
     /// Stop after this long without a new record (logpipe's
     /// `consumer_timeout_ms`).
     pub idle_timeout: Option<Duration>,
@@ -39,8 +54,9 @@ pub struct ConsumeOptions {
     pub commit_interval: Duration,
     /// ...and after at most this many records.
     pub commit_max_records: usize,
-    /// How long to wait for produced records to be acknowledged at a commit.
-    pub delivery_timeout: Duration,
+    /// How long to wait for produced records to be acknowledged when
+    /// stopping.
+    pub shutdown_timeout: Duration,
 }
 
 /// Why consuming ended.
@@ -76,28 +92,144 @@ pub enum ConsumeError {
     Delivery(#[from] DeliveryError),
 }
 
+/// What an assigned topic is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TopicKind {
+    Main,
+    /// Retry topic number `retry` of a main topic.
+    Retry {
+        retry: u32,
+    },
+}
+
+struct AssignedTopic {
+    name: String,
+    kind: TopicKind,
+}
+
 /// Progress of one assigned partition.
 struct PartitionState {
     topic: usize,
     partition: i32,
     /// Next offset to read according to the store.
     committed: Option<i64>,
-    /// Next offset to read once the records handled so far are committed.
+    /// Next offset to read once the records settled so far are committed.
     staged: Option<i64>,
     /// The `staged` value last handed to a delivery batch.
     sealed: Option<i64>,
-    /// Next offset to read (past handled and skipped records).
+    /// Next offset expected from the broker; anything below is a duplicate
+    /// delivered before a seek.
     position: Option<i64>,
-    stopped: bool,
+    flow: Flow,
+}
+
+enum Flow {
+    Running,
+    /// Paused with one record waiting (see [`Held`]).
+    Held(Box<Held>),
+    /// Paused for good: a record failed and its policy said stop.
+    Stopped,
+}
+
+/// A record that keeps its partition paused until `due`.
+struct Held {
+    record: OwnedRecord,
+    due: Instant,
+}
+
+/// A copy of a record that outlives the poll that delivered it.
+struct OwnedRecord {
+    offset: i64,
+    key: Option<Vec<u8>>,
+    value: Vec<u8>,
+    timestamp_ms: Option<i64>,
+    original: OriginalPosition,
+    retries: u32,
+}
+
+/// A record being settled, borrowed from a fresh message or a held copy.
+struct View<'a> {
+    /// Where it was read (the retry topic's position for a retry copy).
+    offset: i64,
+    key: Option<&'a [u8]>,
+    value: &'a [u8],
+    timestamp_ms: Option<i64>,
+    original: &'a OriginalPosition,
+    retries: u32,
+}
+
+impl View<'_> {
+    fn to_owned(&self) -> OwnedRecord {
+        OwnedRecord {
+            offset: self.offset,
+            key: self.key.map(<[u8]>::to_vec),
+            value: self.value.to_vec(),
+            timestamp_ms: self.timestamp_ms,
+            original: self.original.clone(),
+            retries: self.retries,
+        }
+    }
+}
+
+impl OwnedRecord {
+    fn view(&self) -> View<'_> {
+        View {
+            offset: self.offset,
+            key: self.key.as_deref(),
+            value: &self.value,
+            timestamp_ms: self.timestamp_ms,
+            original: &self.original,
+            retries: self.retries,
+        }
+    }
+}
+
+/// What to do with a partition after settling one of its records.
+enum Step {
+    /// Done with the record: stage the next offset.
+    Done,
+    /// Keep the record and its partition paused until `due`.
+    Hold { due: Instant, retries: u32 },
+    /// Pause the partition for good.
+    Stop,
+}
+
+/// Logs consumer errors, at most one line per interval while they repeat.
+struct ErrorLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl ErrorLog {
+    fn report(&mut self, error: &KafkaError) {
+        match self.last {
+            Some(last) if last.elapsed() < ERROR_LOG_INTERVAL => self.suppressed += 1,
+            _ => {
+                // librdkafka reports broker trouble here and recovers on
+                // its own; nothing is lost by logging and polling again.
+                if self.suppressed > 0 {
+                    tracing::warn!(
+                        repeated = self.suppressed,
+                        "Kafka consumer: {error} (still failing; retrying)"
+                    );
+                } else {
+                    tracing::warn!("Kafka consumer: {error} (retrying)");
+                }
+                self.last = Some(Instant::now());
+                self.suppressed = 0;
+            }
+        }
+    }
 }
 
 struct Consumption<'a> {
     options: &'a ConsumeOptions,
     bootstrap: &'a str,
-    consumer: BaseConsumer,
     dispatcher: &'a mut Dispatcher,
     sink: &'a KafkaSink,
     store: &'a mut OffsetStore,
+    topics: Vec<AssignedTopic>,
+    topic_index: HashMap<String, usize>,
     partitions: Vec<PartitionState>,
     index: HashMap<(usize, i32), usize>,
     since_commit: usize,
@@ -107,9 +239,12 @@ struct Consumption<'a> {
     awaiting: VecDeque<(u64, Vec<(usize, i64)>)>,
     first_record: Option<Instant>,
     last_settled: Option<Instant>,
+    errors: ErrorLog,
+    text: (String, String),
 }
 
-/// Consume `options.topics` until idle, shut down, or a failed record.
+/// Consume `options.topics` (and their retry topics) until idle, shut
+/// down, or a failed record.
 pub fn consume(
     settings: &KafkaSettings,
     options: &ConsumeOptions,
@@ -118,14 +253,15 @@ pub fn consume(
     store: &mut OffsetStore,
     shutdown: &AtomicBool,
 ) -> Result<ConsumeSummary, ConsumeError> {
-    let consumer: BaseConsumer = settings.consumer_config(&options.group_id).create()?;
+    let consumer: BaseConsumer = settings.consumer_config(&options.names.group).create()?;
     let mut run = Consumption {
         options,
         bootstrap: &settings.bootstrap_servers,
-        consumer,
         dispatcher,
         sink,
         store,
+        topics: Vec::new(),
+        topic_index: HashMap::new(),
         partitions: Vec::new(),
         index: HashMap::new(),
         since_commit: 0,
@@ -133,16 +269,25 @@ pub fn consume(
         awaiting: VecDeque::new(),
         first_record: None,
         last_settled: None,
+        errors: ErrorLog {
+            last: None,
+            suppressed: 0,
+        },
+        text: (String::new(), String::new()),
     };
-    run.assign()?;
+    run.assign(&consumer)?;
     // On an error nothing more is committed: after a failed delivery the
     // staged offsets cover records whose output may be lost, and replaying
     // them is the at-least-once answer.
-    let mut reason = run.poll_until_stopped(shutdown)?;
-    run.sink.confirm(options.delivery_timeout)?;
+    let mut reason = run.poll_until_stopped(&consumer, shutdown)?;
+    run.sink.confirm(options.shutdown_timeout)?;
     run.checkpoint()?;
     // Stopping for another reason does not make a failed record go away.
-    if run.partitions.iter().any(|p| p.stopped) {
+    if run
+        .partitions
+        .iter()
+        .any(|p| matches!(p.flow, Flow::Stopped))
+    {
         reason = run.failed();
     }
     let busy = match (run.first_record, run.last_settled) {
@@ -156,25 +301,47 @@ pub fn consume(
     })
 }
 
+/// The topics a run reads: each topic, then its retry topics.
+pub fn assigned_topic_names(options: &ConsumeOptions) -> Vec<String> {
+    let mut names = Vec::new();
+    for topic in &options.topics {
+        names.push(topic.clone());
+        for retry in 1..=options.retry_topics {
+            names.push(options.names.retry(topic, retry));
+        }
+    }
+    names
+}
+
 impl Consumption<'_> {
-    /// Assign every partition of every topic, starting at the stored offset
-    /// or, when none is stored, at the beginning.
-    fn assign(&mut self) -> Result<(), ConsumeError> {
+    /// Assign every partition of every topic and retry topic, starting at
+    /// the stored offset or, when none is stored, at the beginning.
+    fn assign(&mut self, consumer: &BaseConsumer) -> Result<(), ConsumeError> {
+        for main in &self.options.topics {
+            self.topics.push(AssignedTopic {
+                name: main.clone(),
+                kind: TopicKind::Main,
+            });
+            for retry in 1..=self.options.retry_topics {
+                self.topics.push(AssignedTopic {
+                    name: self.options.names.retry(main, retry),
+                    kind: TopicKind::Retry { retry },
+                });
+            }
+        }
         let mut assignment = TopicPartitionList::new();
-        for (topic_index, topic) in self.options.topics.iter().enumerate() {
-            let ids = metadata::partitions(
-                self.consumer.client(),
-                topic,
-                self.bootstrap,
-                METADATA_TIMEOUT,
-            )?;
-            let stored = self.store.kafka_offsets(topic)?;
+        for (topic_index, topic) in self.topics.iter().enumerate() {
+            let name = topic.name.as_str();
+            self.topic_index.insert(name.to_owned(), topic_index);
+            let ids =
+                metadata::partitions(consumer.client(), name, self.bootstrap, METADATA_TIMEOUT)?;
+            let stored = self.store.kafka_offsets(name)?;
             for partition in ids {
                 let committed = stored.get(&partition).copied();
                 let offset = match committed {
                     Some(next) => {
                         tracing::info!(
-                            topic,
+                            topic = name,
                             partition,
                             offset = next,
                             "resuming from stored offset"
@@ -182,15 +349,17 @@ impl Consumption<'_> {
                         Offset::Offset(next)
                     }
                     None => {
-                        tracing::info!(
-                            topic,
-                            partition,
-                            "no stored offset, starting at the beginning"
-                        );
+                        if topic.kind == TopicKind::Main {
+                            tracing::info!(
+                                topic = name,
+                                partition,
+                                "no stored offset, starting at the beginning"
+                            );
+                        }
                         Offset::Beginning
                     }
                 };
-                assignment.add_partition_offset(topic, partition, offset)?;
+                assignment.add_partition_offset(name, partition, offset)?;
                 self.index
                     .insert((topic_index, partition), self.partitions.len());
                 self.partitions.push(PartitionState {
@@ -200,18 +369,21 @@ impl Consumption<'_> {
                     staged: committed,
                     sealed: committed,
                     position: committed,
-                    stopped: false,
+                    flow: Flow::Running,
                 });
             }
         }
-        self.consumer.assign(&assignment)?;
+        consumer.assign(&assignment)?;
         Ok(())
     }
 
-    fn poll_until_stopped(&mut self, shutdown: &AtomicBool) -> Result<StopReason, ConsumeError> {
+    fn poll_until_stopped(
+        &mut self,
+        consumer: &BaseConsumer,
+        shutdown: &AtomicBool,
+    ) -> Result<StopReason, ConsumeError> {
         let mut last_record = Instant::now();
         let mut last_drain_check = Instant::now();
-        let (mut partition_text, mut offset_text) = (String::new(), String::new());
         loop {
             if shutdown.load(Ordering::SeqCst) {
                 tracing::info!("shutdown requested: committing and stopping");
@@ -219,46 +391,14 @@ impl Consumption<'_> {
             }
             // Between two records: a hot swap never splits a record.
             self.dispatcher.apply_changes();
-            match self.consumer.poll(POLL_TIMEOUT) {
+            self.release_due(consumer)?;
+            match consumer.poll(self.poll_timeout()) {
                 None => {}
-                Some(Err(error)) => {
-                    // librdkafka reports broker trouble here and recovers on
-                    // its own; nothing is lost by logging and polling again.
-                    tracing::warn!("Kafka consumer: {error}");
-                }
+                Some(Err(error)) => self.errors.report(&error),
                 Some(Ok(message)) => {
                     last_record = Instant::now();
                     self.first_record.get_or_insert(last_record);
-                    let Some(&slot) = self
-                        .options
-                        .topics
-                        .iter()
-                        .position(|t| t == message.topic())
-                        .and_then(|topic| self.index.get(&(topic, message.partition())))
-                    else {
-                        continue;
-                    };
-                    if self.partitions[slot].stopped {
-                        // Already fetched before the partition was paused.
-                        continue;
-                    }
-                    partition_text.clear();
-                    offset_text.clear();
-                    let _ = write!(partition_text, "{}", message.partition());
-                    let _ = write!(offset_text, "{}", message.offset());
-                    let record = Record {
-                        topic: message.topic(),
-                        partition: &partition_text,
-                        offset: &offset_text,
-                        key: message.key(),
-                        timestamp_ms: message.timestamp().to_millis(),
-                        value: message.payload().unwrap_or_default(),
-                    };
-                    let verdict = self.dispatcher.dispatch(&record);
-                    let next = message.offset() + 1;
-                    drop(message);
-                    self.settle(slot, verdict, next)?;
-                    self.last_settled = Some(Instant::now());
+                    self.receive(consumer, &message)?;
                 }
             }
             if self.since_commit >= self.options.commit_max_records
@@ -266,18 +406,28 @@ impl Consumption<'_> {
             {
                 self.checkpoint()?;
             }
-            if self.partitions.iter().any(|p| p.stopped) {
-                if self.partitions.iter().all(|p| p.stopped) {
+            let stopped = self
+                .partitions
+                .iter()
+                .filter(|p| matches!(p.flow, Flow::Stopped))
+                .count();
+            if stopped > 0 {
+                if stopped == self.partitions.len() {
                     return Ok(self.failed());
                 }
                 if last_drain_check.elapsed() >= DRAIN_CHECK_INTERVAL {
                     last_drain_check = Instant::now();
-                    if self.others_drained()? {
+                    if self.others_drained(consumer) {
                         return Ok(self.failed());
                     }
                 }
             }
+            let holding = self
+                .partitions
+                .iter()
+                .any(|p| matches!(p.flow, Flow::Held(_)));
             if let Some(idle) = self.options.idle_timeout
+                && !holding
                 && last_record.elapsed() >= idle
             {
                 tracing::info!(
@@ -289,21 +439,285 @@ impl Consumption<'_> {
         }
     }
 
-    fn settle(&mut self, slot: usize, verdict: Verdict, next: i64) -> Result<(), ConsumeError> {
-        let state = &mut self.partitions[slot];
-        match verdict {
-            Verdict::Commit => {
-                state.staged = Some(next);
-                state.position = Some(next);
-                self.since_commit += 1;
+    /// Poll no longer than until the next held record is due.
+    fn poll_timeout(&self) -> Duration {
+        let now = Instant::now();
+        self.partitions
+            .iter()
+            .filter_map(|p| match &p.flow {
+                Flow::Held(held) => Some(held.due.saturating_duration_since(now)),
+                _ => None,
+            })
+            .fold(POLL_TIMEOUT, Duration::min)
+    }
+
+    /// One message from the broker.
+    fn receive(
+        &mut self,
+        consumer: &BaseConsumer,
+        message: &BorrowedMessage<'_>,
+    ) -> Result<(), ConsumeError> {
+        let Some(&topic) = self.topic_index.get(message.topic()) else {
+            return Ok(());
+        };
+        let Some(&slot) = self.index.get(&(topic, message.partition())) else {
+            return Ok(());
+        };
+        let state = &self.partitions[slot];
+        let stale = state.position.is_some_and(|next| message.offset() < next);
+        if !matches!(state.flow, Flow::Running) || stale {
+            // Fetched before a pause or delivered again after a seek.
+            return Ok(());
+        }
+        let (original, retries, due) = match self.topics[topic].kind {
+            TopicKind::Main => (
+                OriginalPosition {
+                    topic: message.topic().to_owned(),
+                    partition: message.partition(),
+                    offset: message.offset(),
+                },
+                0,
+                None,
+            ),
+            TopicKind::Retry { retry } => {
+                let info = headers::read_retry(message.headers());
+                let original = info.original.unwrap_or_else(|| {
+                    tracing::warn!(
+                        topic = message.topic(),
+                        partition = message.partition(),
+                        offset = message.offset(),
+                        "retry copy without its original position; using its own"
+                    );
+                    OriginalPosition {
+                        topic: message.topic().to_owned(),
+                        partition: message.partition(),
+                        offset: message.offset(),
+                    }
+                });
+                (original, retry, info.due)
             }
-            Verdict::Stop => {
-                state.stopped = true;
-                let mut paused = TopicPartitionList::new();
-                paused.add_partition(&self.options.topics[state.topic], state.partition);
-                self.consumer.pause(&paused)?;
+        };
+        let view = View {
+            offset: message.offset(),
+            key: message.key(),
+            value: message.payload().unwrap_or_default(),
+            timestamp_ms: message.timestamp().to_millis(),
+            original: &original,
+            retries,
+        };
+        if let Some(due) = due
+            && let Ok(wait) = due.duration_since(SystemTime::now())
+        {
+            // Not due yet: every later copy in this retry topic is due later
+            // still, so hold the partition until then.
+            self.hold(consumer, slot, view.to_owned(), Instant::now() + wait)?;
+            return Ok(());
+        }
+        let step = self.settle(&view);
+        self.apply(consumer, slot, step, &view)?;
+        self.last_settled = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Settle held records that are due.
+    fn release_due(&mut self, consumer: &BaseConsumer) -> Result<(), ConsumeError> {
+        let now = Instant::now();
+        for slot in 0..self.partitions.len() {
+            let due = matches!(&self.partitions[slot].flow, Flow::Held(h) if h.due <= now);
+            if !due {
+                continue;
+            }
+            let Flow::Held(held) =
+                std::mem::replace(&mut self.partitions[slot].flow, Flow::Running)
+            else {
+                continue;
+            };
+            let view = held.record.view();
+            let step = self.settle(&view);
+            match step {
+                Step::Hold { due, retries } => {
+                    // Still failing: keep holding, counting the retry.
+                    let mut record = held.record;
+                    record.retries = retries;
+                    self.partitions[slot].flow = Flow::Held(Box::new(Held { record, due }));
+                }
+                Step::Done => {
+                    let next = held.record.offset + 1;
+                    self.stage(slot, next);
+                    self.resume(consumer, slot, next)?;
+                }
+                Step::Stop => self.partitions[slot].flow = Flow::Stopped,
+            }
+            self.last_settled = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    /// Dispatch one record and carry out the verdict's side effects
+    /// (dead-letter and retry copies); the partition bookkeeping is left to
+    /// [`Consumption::apply`].
+    fn settle(&mut self, view: &View<'_>) -> Step {
+        let (partition_text, offset_text) = &mut self.text;
+        partition_text.clear();
+        offset_text.clear();
+        let _ = write!(partition_text, "{}", view.original.partition);
+        let _ = write!(offset_text, "{}", view.original.offset);
+        let record = Record {
+            topic: &view.original.topic,
+            partition: partition_text,
+            offset: offset_text,
+            key: view.key,
+            timestamp_ms: view.timestamp_ms,
+            value: view.value,
+            retries: view.retries,
+        };
+        match self.dispatcher.dispatch(&record) {
+            Verdict::Commit => Step::Done,
+            Verdict::Stop(_) => Step::Stop,
+            Verdict::DeadLetter(failure) => match self.dead_letter(view, &failure) {
+                Ok(()) => Step::Done,
+                Err(reason) => {
+                    let counts = self.dispatcher.counts_mut();
+                    counts.dead_lettered = counts.dead_lettered.saturating_sub(1);
+                    self.log_stop(view, &reason);
+                    Step::Stop
+                }
+            },
+            Verdict::Retry {
+                failure,
+                retry,
+                delay,
+                blocking,
+            } => {
+                if blocking {
+                    return Step::Hold {
+                        due: Instant::now() + delay,
+                        retries: retry,
+                    };
+                }
+                match self.retry_copy(view, &failure, retry, delay) {
+                    Ok(()) => Step::Done,
+                    Err(reason) => {
+                        let counts = self.dispatcher.counts_mut();
+                        counts.retried = counts.retried.saturating_sub(1);
+                        counts.failed += 1;
+                        self.log_stop(view, &reason);
+                        Step::Stop
+                    }
+                }
             }
         }
+    }
+
+    fn log_stop(&self, view: &View<'_>, reason: &str) {
+        tracing::error!(
+            topic = %view.original.topic,
+            partition = view.original.partition,
+            offset = view.original.offset,
+            "{reason}; stopping this partition before the record"
+        );
+    }
+
+    /// Copy the record, unchanged, to its dead-letter topic.
+    fn dead_letter(&self, view: &View<'_>, failure: &Failure) -> Result<(), String> {
+        let topic = self.options.names.dead_letter(&view.original.topic);
+        let headers = headers::dead_letter(view.original, failure, view.retries);
+        self.sink
+            .check_topic(&topic)
+            .map_err(|e| format!("cannot dead-letter: {e}"))?;
+        self.sink
+            .enqueue_with_headers(&topic, view.key, view.value, Some(headers))
+            .map_err(|e| format!("cannot dead-letter to {topic:?}: {e}"))
+    }
+
+    /// Copy the record to the topic of retry number `retry`.
+    fn retry_copy(
+        &self,
+        view: &View<'_>,
+        failure: &Failure,
+        retry: u32,
+        delay: Duration,
+    ) -> Result<(), String> {
+        if retry > self.options.retry_topics {
+            return Err(format!(
+                "no retry topic for retry {retry}: retry topics were set up at start for {} \
+                 retries (restart after raising max_retries)",
+                self.options.retry_topics
+            ));
+        }
+        let topic = self.options.names.retry(&view.original.topic, retry);
+        let due = SystemTime::now() + delay;
+        let headers = headers::retry(view.original, failure, retry - 1, due);
+        self.sink
+            .enqueue_with_headers(&topic, view.key, view.value, Some(headers))
+            .map_err(|e| format!("cannot write retry copy to {topic:?}: {e}"))
+    }
+
+    /// Partition bookkeeping after settling a fresh record.
+    fn apply(
+        &mut self,
+        consumer: &BaseConsumer,
+        slot: usize,
+        step: Step,
+        view: &View<'_>,
+    ) -> Result<(), ConsumeError> {
+        match step {
+            Step::Done => self.stage(slot, view.offset + 1),
+            Step::Hold { due, retries } => {
+                let mut record = view.to_owned();
+                record.retries = retries;
+                self.hold(consumer, slot, record, due)?;
+            }
+            Step::Stop => {
+                self.partitions[slot].flow = Flow::Stopped;
+                self.pause(consumer, slot)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn stage(&mut self, slot: usize, next: i64) {
+        let state = &mut self.partitions[slot];
+        state.staged = Some(next);
+        state.position = Some(next);
+        self.since_commit += 1;
+    }
+
+    fn hold(
+        &mut self,
+        consumer: &BaseConsumer,
+        slot: usize,
+        record: OwnedRecord,
+        due: Instant,
+    ) -> Result<(), ConsumeError> {
+        let state = &mut self.partitions[slot];
+        state.position = Some(record.offset);
+        state.flow = Flow::Held(Box::new(Held { record, due }));
+        self.pause(consumer, slot)
+    }
+
+    fn pause(&self, consumer: &BaseConsumer, slot: usize) -> Result<(), ConsumeError> {
+        let state = &self.partitions[slot];
+        let mut list = TopicPartitionList::new();
+        list.add_partition(&self.topics[state.topic].name, state.partition);
+        consumer.pause(&list)?;
+        Ok(())
+    }
+
+    /// Resume a paused partition at `next`: what was fetched after the held
+    /// record was dropped, so read it again from there.
+    fn resume(&self, consumer: &BaseConsumer, slot: usize, next: i64) -> Result<(), ConsumeError> {
+        let state = &self.partitions[slot];
+        let topic = &self.topics[state.topic].name;
+        let mut list = TopicPartitionList::new();
+        list.add_partition(topic, state.partition);
+        consumer.resume(&list)?;
+        consumer.seek(
+            topic,
+            state.partition,
+            Offset::Offset(next),
+            METADATA_TIMEOUT,
+        )?;
         Ok(())
     }
 
@@ -312,24 +726,33 @@ impl Consumption<'_> {
             stopped: self
                 .partitions
                 .iter()
-                .filter(|p| p.stopped)
-                .map(|p| (self.options.topics[p.topic].clone(), p.partition))
+                .filter(|p| matches!(p.flow, Flow::Stopped))
+                .map(|p| (self.topics[p.topic].name.clone(), p.partition))
                 .collect(),
         }
     }
 
-    /// Whether every partition still running has reached its high watermark.
-    fn others_drained(&self) -> Result<bool, ConsumeError> {
-        for state in self.partitions.iter().filter(|p| !p.stopped) {
-            let topic = &self.options.topics[state.topic];
-            let (low, high) =
-                self.consumer
-                    .fetch_watermarks(topic, state.partition, METADATA_TIMEOUT)?;
-            if state.position.unwrap_or(low) < high {
-                return Ok(false);
+    /// Whether every partition still running has reached its high
+    /// watermark (a held record means not yet; a broker error means "ask
+    /// again later").
+    fn others_drained(&self, consumer: &BaseConsumer) -> bool {
+        for state in &self.partitions {
+            match state.flow {
+                Flow::Stopped => continue,
+                Flow::Held(_) => return false,
+                Flow::Running => {}
+            }
+            let topic = &self.topics[state.topic].name;
+            match consumer.fetch_watermarks(topic, state.partition, METADATA_TIMEOUT) {
+                Ok((low, high)) if state.position.unwrap_or(low) < high => return false,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!("watermarks of {topic}[{}]: {e}", state.partition);
+                    return false;
+                }
             }
         }
-        Ok(true)
+        true
     }
 
     /// Seal the offsets staged since the last checkpoint into a delivery
@@ -362,11 +785,11 @@ impl Consumption<'_> {
         if ready.is_empty() {
             return Ok(());
         }
-        let topics = &self.options.topics;
+        let topics = &self.topics;
         let partitions = &self.partitions;
         self.store.commit_kafka(ready.iter().map(|(&slot, &next)| {
             let p = &partitions[slot];
-            (topics[p.topic].as_str(), p.partition, next)
+            (topics[p.topic].name.as_str(), p.partition, next)
         }))?;
         for (slot, next) in ready {
             self.partitions[slot].committed = Some(next);

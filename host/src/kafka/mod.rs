@@ -3,8 +3,10 @@
 
 pub mod config;
 pub mod consumer;
+pub mod headers;
 pub mod metadata;
 pub mod producer;
+pub mod topics;
 
 pub use config::KafkaSettings;
 pub use metadata::TopicError;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::message::{DeliveryResult, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 
 use super::config::KafkaSettings;
@@ -116,6 +116,16 @@ impl KafkaSink {
         })
     }
 
+    /// The partitions of `topic`.
+    pub fn partitions(&self, topic: &str) -> Result<Vec<i32>, TopicError> {
+        metadata::partitions(
+            self.producer.client(),
+            topic,
+            &self.bootstrap,
+            METADATA_TIMEOUT,
+        )
+    }
+
     /// Fail fast on a missing topic: librdkafka would hold the record for
     /// `message.timeout.ms` and then fail the whole batch.
     pub fn check_topic(&self, topic: &str) -> Result<(), TopicError> {
@@ -151,11 +161,25 @@ impl KafkaSink {
         key: Option<&[u8]>,
         payload: &[u8],
     ) -> Result<(), KafkaError> {
+        self.enqueue_with_headers(topic, key, payload, None)
+    }
+
+    /// Queue one record with headers (retry and dead-letter copies).
+    pub fn enqueue_with_headers(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(), KafkaError> {
         let tracker = self.producer.context();
         let batch = tracker.sent();
         let mut record = BaseRecord::with_opaque_to(topic, batch as usize).payload(payload);
         if let Some(key) = key {
             record = record.key(key);
+        }
+        if let Some(headers) = headers {
+            record = record.headers(headers);
         }
         loop {
             match self.producer.send(record) {
