@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tempfile::TempDir;
@@ -228,11 +228,20 @@ impl Broker {
             assert!(Instant::now() < deadline, "timed out reading {topic}");
             if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
                 positions.insert(m.partition(), m.offset() + 1);
+                let headers = m
+                    .headers()
+                    .map(|hs| {
+                        hs.iter()
+                            .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 records.push(Record {
                     partition: m.partition(),
                     offset: m.offset(),
                     key: m.key().map(<[u8]>::to_vec),
                     value: m.payload().unwrap_or_default().to_vec(),
+                    headers,
                 });
             }
         }
@@ -316,6 +325,7 @@ pub struct Record {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub value: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
 }
 
 impl Record {
@@ -327,6 +337,15 @@ impl Record {
 
     pub fn value_text(&self) -> String {
         String::from_utf8_lossy(&self.value).into_owned()
+    }
+
+    /// The last header named `key`, as text.
+    pub fn header(&self, key: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
     }
 }
 

@@ -4,11 +4,16 @@
 //! actions. Used by the host's tests for reject/retry, traps, time, memory
 //! and stack limits, produce errors and limits, and the sandbox (files,
 //! environment, network, stdout/stderr).
+use std::collections::BTreeMap;
 use std::hint::black_box;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Calls served by this instance (see the "count" action).
 static CALLS: AtomicU64 = AtomicU64::new(0);
+
+/// Calls per id of the "flaky" action.
+static FLAKY: Mutex<BTreeMap<String, u32>> = Mutex::new(BTreeMap::new());
 
 use logpipe_sdk::{Context, HandleError, Handler, RawJson};
 use serde::Deserialize;
@@ -25,6 +30,12 @@ struct Command {
     /// Address for `connect`.
     #[serde(default)]
     addr: Option<String>,
+    /// For `flaky`: how many calls fail before one succeeds.
+    #[serde(default)]
+    fails: u32,
+    /// For `flaky`: which record this is (calls are counted per id).
+    #[serde(default)]
+    id: Option<String>,
 }
 
 struct Chaos;
@@ -63,6 +74,8 @@ impl Handler for Chaos {
     ///   retry "ALLOWED: connected" on success, else reject "denied: <error>".
     /// - `print`: write "chaos stdout line" to stdout and "chaos stderr line"
     ///   to stderr, then return `Ok`.
+    /// - `flaky`: return `retry` for the first `fails` calls with the same
+    ///   `id`, then `Ok` (logging "flaky ID: succeeded on call N").
     /// - `count`: reject with "count N", N being the calls this instance has
     ///   served (1 for a fresh instance).
     /// - anything else: reject.
@@ -123,6 +136,22 @@ impl Handler for Chaos {
             "open-file" => open_file(),
             "read-env" => read_env(cmd.name.as_deref()),
             "connect" => connect(cmd.addr.as_deref().unwrap_or("127.0.0.1:9")),
+            "flaky" => {
+                // Fails the first `fails` calls for this id, then succeeds,
+                // like a dependency that comes back.
+                let id = cmd.id.unwrap_or_default();
+                let mut seen = FLAKY.lock().unwrap_or_else(|e| e.into_inner());
+                let calls = seen.entry(id.clone()).or_insert(0);
+                *calls += 1;
+                if *calls <= cmd.fails {
+                    return Err(HandleError::retry(format_args!(
+                        "flaky {id}: failure {calls} of {}",
+                        cmd.fails
+                    )));
+                }
+                ctx.info(format_args!("flaky {id}: succeeded on call {calls}"));
+                Ok(())
+            }
             "count" => {
                 // Calls this instance has served, to tell a long-lived
                 // instance from a fresh one per record.
