@@ -313,6 +313,15 @@ pub struct ConsumeArgs {
     )]
     pub commit_max_records: usize,
 
+    /// Pause handling while this many records are handled but not yet committed (bounds re-handling after a crash).
+    #[arg(
+        long,
+        env = "LOGPIPE_MAX_UNCOMMITTED_RECORDS",
+        default_value_t = 10_000,
+        value_name = "N"
+    )]
+    pub max_uncommitted_records: usize,
+
     /// Suffix of retry topics: {group}.{topic}.{suffix}.{n}.
     #[arg(
         long,

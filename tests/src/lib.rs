@@ -113,7 +113,7 @@ fn free_port() -> u16 {
 /// A tansu broker with SQLite storage in a temporary folder, listening on
 /// a free loopback port. Killed on drop.
 pub struct Broker {
-    child: Child,
+    child: Option<Child>,
     pub bootstrap: String,
     dir: TempDir,
 }
@@ -121,12 +121,26 @@ pub struct Broker {
 impl Broker {
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let log = std::fs::File::create(dir.path().join("broker.log")).expect("log file");
+        let bootstrap = format!("127.0.0.1:{}", free_port());
+        let mut broker = Broker {
+            child: None,
+            bootstrap,
+            dir,
+        };
+        broker.launch();
+        broker
+    }
+
+    fn launch(&mut self) {
+        let url = format!("tcp://{}", self.bootstrap);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("broker.log"))
+            .expect("log file");
         // tansu takes the sqlite path relative to its working directory.
         let child = Command::new(tansu_bin())
-            .current_dir(dir.path())
+            .current_dir(self.dir.path())
             .args([
                 "broker",
                 "--listener-url",
@@ -139,22 +153,32 @@ impl Broker {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("start tansu");
-        let broker = Broker {
-            child,
-            bootstrap: format!("127.0.0.1:{port}"),
-            dir,
-        };
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(&broker.bootstrap).is_err() {
+        while TcpStream::connect(&self.bootstrap).is_err() {
             assert!(
                 Instant::now() < deadline,
                 "tansu did not listen on {}: {}",
-                broker.bootstrap,
-                broker.log()
+                self.bootstrap,
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        broker
+    }
+
+    /// Kill the broker (as a crash would); its data stays for
+    /// [`Broker::restart`].
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start the broker again on the same port with the same data.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
     }
 
     pub fn log(&self) -> String {
@@ -227,6 +251,13 @@ impl Broker {
         {
             assert!(Instant::now() < deadline, "timed out reading {topic}");
             if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+                // Count every offset once, however often it is delivered.
+                if positions
+                    .get(&m.partition())
+                    .is_some_and(|&next| m.offset() < next)
+                {
+                    continue;
+                }
                 positions.insert(m.partition(), m.offset() + 1);
                 let headers = m
                     .headers()
@@ -252,8 +283,7 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 

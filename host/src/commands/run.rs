@@ -82,6 +82,7 @@ pub fn consume_with_handlers(
         idle_timeout: consume_args.consumer_timeout_ms.map(Duration::from_millis),
         commit_interval: Duration::from_millis(consume_args.commit_interval_ms),
         commit_max_records: consume_args.commit_max_records.max(1),
+        max_uncommitted: consume_args.max_uncommitted_records.max(1),
         shutdown_timeout: Duration::from_millis(consume_args.shutdown_timeout_ms),
     };
     let result = consumer::consume(

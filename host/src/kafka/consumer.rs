@@ -54,6 +54,10 @@ pub struct ConsumeOptions {
     pub commit_interval: Duration,
     /// ...and after at most this many records.
     pub commit_max_records: usize,
+    /// Stop handling new records while this many are handled but not yet
+    /// stored (waiting for the broker to acknowledge what they produced).
+    /// Bounds what a crash can make the next start handle again.
+    pub max_uncommitted: usize,
     /// How long to wait for produced records to be acknowledged when
     /// stopping.
     pub shutdown_timeout: Duration,
@@ -184,6 +188,13 @@ impl OwnedRecord {
     }
 }
 
+/// Offsets handed to a delivery batch.
+struct Sealed {
+    batch: u64,
+    offsets: Vec<(usize, i64)>,
+    records: usize,
+}
+
 /// What to do with a partition after settling one of its records.
 enum Step {
     /// Done with the record: stage the next offset.
@@ -235,8 +246,10 @@ struct Consumption<'a> {
     since_commit: usize,
     last_commit: Instant,
     /// Staged offsets waiting for their delivery batch to be acknowledged,
-    /// oldest first: (batch, [(partition slot, next offset)]).
-    awaiting: VecDeque<(u64, Vec<(usize, i64)>)>,
+    /// oldest first.
+    awaiting: VecDeque<Sealed>,
+    /// Records settled in `awaiting`.
+    awaiting_records: usize,
     first_record: Option<Instant>,
     last_settled: Option<Instant>,
     errors: ErrorLog,
@@ -267,6 +280,7 @@ pub fn consume(
         since_commit: 0,
         last_commit: Instant::now(),
         awaiting: VecDeque::new(),
+        awaiting_records: 0,
         first_record: None,
         last_settled: None,
         errors: ErrorLog {
@@ -392,6 +406,15 @@ impl Consumption<'_> {
             // Between two records: a hot swap never splits a record.
             self.dispatcher.apply_changes();
             self.release_due(consumer)?;
+            if self.since_commit + self.awaiting_records >= self.options.max_uncommitted {
+                // Backpressure: let the broker catch up with what was
+                // produced before handling more.
+                self.checkpoint()?;
+                if self.awaiting_records >= self.options.max_uncommitted {
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+            }
             match consumer.poll(self.poll_timeout()) {
                 None => {}
                 Some(Err(error)) => self.errors.report(&error),
@@ -759,7 +782,7 @@ impl Consumption<'_> {
     /// batch, then store, in one transaction, the offsets of every batch the
     /// broker has fully acknowledged.
     fn checkpoint(&mut self) -> Result<(), ConsumeError> {
-        self.since_commit = 0;
+        let records = std::mem::take(&mut self.since_commit);
         self.last_commit = Instant::now();
         let mut sealed = Vec::new();
         for (slot, state) in self.partitions.iter_mut().enumerate() {
@@ -771,15 +794,23 @@ impl Consumption<'_> {
             }
         }
         if !sealed.is_empty() {
-            self.awaiting.push_back((self.sink.seal(), sealed));
+            self.awaiting.push_back(Sealed {
+                batch: self.sink.seal(),
+                offsets: sealed,
+                records,
+            });
+            self.awaiting_records += records;
         }
         let acknowledged = self.sink.acknowledged_below()?;
         let mut ready: HashMap<usize, i64> = HashMap::new();
-        while let Some((batch, _)) = self.awaiting.front()
-            && *batch < acknowledged
+        while self
+            .awaiting
+            .front()
+            .is_some_and(|sealed| sealed.batch < acknowledged)
         {
-            if let Some((_, offsets)) = self.awaiting.pop_front() {
-                ready.extend(offsets);
+            if let Some(sealed) = self.awaiting.pop_front() {
+                self.awaiting_records -= sealed.records;
+                ready.extend(sealed.offsets);
             }
         }
         if ready.is_empty() {
