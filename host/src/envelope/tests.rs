@@ -200,3 +200,84 @@ fn never_panics_on_arbitrary_bytes() {
         let _ = decode(&bytes);
     }
 }
+
+mod properties {
+    use proptest::prelude::*;
+    use serde_json::{Map, Number, Value};
+
+    use super::super::*;
+
+    /// JSON values as logpipe messages carry them: every kind, nested.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| Value::Number(n.into())),
+            any::<u64>().prop_map(|n| Value::Number(n.into())),
+            (-1e300f64..1e300)
+                .prop_filter_map("finite", |f| Number::from_f64(f).map(Value::Number)),
+            ".{0,40}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                prop::collection::vec((".{0,12}", inner), 0..8)
+                    .prop_map(|pairs| Value::Object(pairs.into_iter().collect::<Map<_, _>>())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Whatever a handler produces decodes back to the same envelope, in
+        /// both formats.
+        #[test]
+        fn render_then_decode_is_identity(
+            message in json_value(),
+            message_type in "[a-z][a-z0-9_.-]{0,20}",
+            version in any::<u32>(),
+            producer in proptest::option::of(".{0,20}"),
+            msgpack in any::<bool>(),
+        ) {
+            let format = if msgpack { Format::Msgpack } else { Format::Json };
+            let body = serde_json::to_string(&message).unwrap();
+            let wire = render(format, &message_type, version, &body, producer.as_deref()).unwrap();
+            let decoded = decode(&wire).unwrap();
+            prop_assert_eq!(decoded.format, format);
+            prop_assert_eq!(&decoded.message_type, &message_type);
+            prop_assert_eq!(decoded.version.as_number(), Some(version));
+            prop_assert_eq!(&decoded.producer, &producer);
+            let back: Value = serde_json::from_str(&decoded.body).unwrap();
+            if msgpack {
+                // Msgpack stores floats as float64: compare numerically.
+                prop_assert_eq!(normalise(back), normalise(message));
+            } else {
+                prop_assert_eq!(back, message);
+            }
+        }
+
+        /// Any bytes: an envelope or a classified error, never a panic.
+        #[test]
+        fn decode_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..256), prefix in prop_oneof![Just(&b"json:"[..]), Just(&b"msgpack:"[..]), Just(&b""[..])]) {
+            let mut input = prefix.to_vec();
+            input.extend_from_slice(&bytes);
+            let _ = decode(&input);
+        }
+    }
+
+    /// Numbers as f64 where they are not integers, so JSON's and msgpack's
+    /// float spellings compare equal.
+    fn normalise(value: Value) -> Value {
+        match value {
+            Value::Number(n) if n.as_u64().is_none() && n.as_i64().is_none() => n
+                .as_f64()
+                .and_then(Number::from_f64)
+                .map(Value::Number)
+                .unwrap_or(Value::Null),
+            Value::Array(items) => Value::Array(items.into_iter().map(normalise).collect()),
+            Value::Object(map) => {
+                Value::Object(map.into_iter().map(|(k, v)| (k, normalise(v))).collect())
+            }
+            other => other,
+        }
+    }
+}
