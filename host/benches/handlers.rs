@@ -63,7 +63,7 @@ fn envelope(message_type: &str, body: &str) -> Envelope {
 }
 
 /// Mean cost of one `handle` call of `component` (message `message_type`)
-/// in a folder with `manifest`.
+/// in a folder with `manifest`, and the instance's linear memory after.
 fn per_call(
     component: &Path,
     manifest: Option<&str>,
@@ -71,7 +71,7 @@ fn per_call(
     message_type: &str,
     body: &str,
     calls: u32,
-) -> Duration {
+) -> (Duration, Option<usize>) {
     let folder = tempfile::tempdir().expect("temp dir");
     std::fs::copy(component, folder.path().join("h.wasm")).expect("copy component");
     if let Some(text) = manifest {
@@ -90,7 +90,7 @@ fn per_call(
         let outcome = handler.handle(&record);
         debug_assert_eq!(outcome, HandleOutcome::Handled);
     }
-    started.elapsed() / calls
+    (started.elapsed() / calls, handler.instance_memory())
 }
 
 fn compile_time(component: &Path) -> Duration {
@@ -175,7 +175,49 @@ fn main() {
         ),
     ];
     for (label, file, manifest, pooling, message_type, body, calls) in rows {
-        let cost = per_call(file, manifest, pooling, message_type, body, calls);
+        let (cost, _) = per_call(file, manifest, pooling, message_type, body, calls);
         println!("  {label:<44} {:>10.2} µs", cost.as_secs_f64() * 1e6);
+    }
+    per_language(per_record, echo_body);
+}
+
+/// The echo guest of every language built into target/guests/.
+fn per_language(per_record: Option<&str>, body: &str) {
+    println!("echo guest per language (reused instance; fresh instance with --pooling)");
+    println!(
+        "  {:<8} {:>10} {:>10} {:>12} {:>14} {:>12}",
+        "language", "size", "compile", "handle()", "fresh+handle", "memory"
+    );
+    for language in ["rust", "python", "js", "c"] {
+        let file = target().join("guests").join(language).join("echo.wasm");
+        if !file.is_file() {
+            println!("  {language:<8} not built (scripts/build-guests)");
+            continue;
+        }
+        // Interpreted guests cost far more per call: fewer rounds.
+        let (reused_calls, fresh_calls) = match language {
+            "python" | "js" => (20_000, 300),
+            _ => (200_000, 20_000),
+        };
+        let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+        let compile = {
+            let bytes = std::fs::read(&file).expect("read component");
+            let started = Instant::now();
+            runtime(false)
+                .engine
+                .precompile_component(&bytes)
+                .expect("compile");
+            started.elapsed()
+        };
+        let (reused, memory) = per_call(&file, None, false, "echo", body, reused_calls);
+        let (fresh, _) = per_call(&file, per_record, true, "echo", body, fresh_calls);
+        println!(
+            "  {language:<8} {:>8} KB {:>8.0?} {:>9.2} µs {:>11.1} µs {:>9} KiB",
+            size / 1024,
+            compile,
+            reused.as_secs_f64() * 1e6,
+            fresh.as_secs_f64() * 1e6,
+            memory.unwrap_or(0) / 1024
+        );
     }
 }

@@ -49,10 +49,20 @@ impl Loaded {
         limits: GuestLimits,
         pooling: bool,
     ) -> Self {
-        let folder = crate::handlers_folder(&[(component, component)]);
+        Self::from_file(&crate::component(component), manifest, limits, pooling)
+    }
+
+    /// The same for a component file anywhere.
+    pub fn from_file(
+        file: &std::path::Path,
+        manifest: Option<&str>,
+        limits: GuestLimits,
+        pooling: bool,
+    ) -> Self {
+        let folder = tempfile::tempdir().expect("temp dir");
+        std::fs::copy(file, folder.path().join("guest.wasm")).expect("copy component");
         if let Some(text) = manifest {
-            std::fs::write(folder.path().join(format!("{component}.toml")), text)
-                .expect("write manifest");
+            std::fs::write(folder.path().join("guest.toml"), text).expect("write manifest");
         }
         let sink = Arc::new(RecordingSink::default());
         let services = HostServices {
@@ -90,12 +100,17 @@ impl Loaded {
 
 /// An envelope as the host hands it to a guest.
 pub fn guest_envelope(message_type: &str, body: &serde_json::Value) -> Envelope {
+    raw_envelope(message_type, &body.to_string(), Some("k"))
+}
+
+/// An envelope with the body text exactly as given.
+pub fn raw_envelope(message_type: &str, body: &str, key: Option<&str>) -> Envelope {
     Envelope {
         message_type: message_type.into(),
         version: 1,
         producer: None,
-        key: Some("k".into()),
-        body: body.to_string(),
+        key: key.map(str::to_owned),
+        body: body.to_owned(),
         origin: Origin {
             source: "in-process".into(),
             partition: "0".into(),

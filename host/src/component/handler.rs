@@ -10,12 +10,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use wasmtime::component::Component;
-use wasmtime::{Store, Trap};
+use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::bindings::{Envelope, HandleError, LogpipeHandler, LogpipeHandlerPre};
 use super::engine::Runtime;
 use super::host_api::{HostState, RecordContext};
-use super::limits::LimitHit;
+use super::limits::{GuestLimits, LimitHit};
 use super::manifest::{HandlerConfig, Isolation};
 use crate::policy::ErrorClass;
 
@@ -85,6 +85,7 @@ impl Handler {
         let deadline = self.config.limits.deadline_ticks();
         let live = self.live()?;
         live.store.set_epoch_deadline(deadline);
+        live.store.data_mut().begin_call();
         let exports = live.bindings.logpipe_handler_handler();
         let message_type = exports.call_message_type(&mut live.store)?;
         live.store.set_epoch_deadline(deadline);
@@ -107,12 +108,20 @@ impl Handler {
             let mut store = Store::new(self.pre.engine(), state);
             store.limiter(|state| &mut state.limiter);
             store.set_epoch_deadline(self.config.limits.deadline_ticks());
+            store.epoch_deadline_callback(extend_for_host_time);
             let bindings = self.pre.instantiate(&mut store)?;
             self.live = Some(Live { store, bindings });
         }
         self.live
             .as_mut()
             .ok_or_else(|| wasmtime::format_err!("instance vanished"))
+    }
+
+    /// Linear memory of the live instance, if there is one.
+    pub fn instance_memory(&self) -> Option<usize> {
+        self.live
+            .as_ref()
+            .map(|live| live.store.data().limiter.memory)
     }
 
     /// Call `handle` for one record.
@@ -187,6 +196,27 @@ impl Handler {
             None => (ErrorClass::Trap, chain(error)),
         }
     }
+}
+
+/// At the epoch deadline: trap if the guest itself has used its time, else
+/// give it what it has left. Time spent in host functions (a broker lookup
+/// inside `produce`) does not count against the guest.
+fn extend_for_host_time(
+    store: wasmtime::StoreContextMut<'_, HostState>,
+) -> wasmtime::Result<UpdateDeadline> {
+    let state = store.data();
+    let budget = state.config().limits.call_timeout;
+    let Some(used) = state.guest_time() else {
+        return Ok(UpdateDeadline::Interrupt);
+    };
+    if used >= budget {
+        return Ok(UpdateDeadline::Interrupt);
+    }
+    let left = GuestLimits {
+        call_timeout: budget - used,
+        ..state.config().limits
+    };
+    Ok(UpdateDeadline::Continue(left.deadline_ticks()))
 }
 
 /// An error and its causes on one line.

@@ -1,6 +1,7 @@
 //! The `host` interface guests import: `produce` and `log`.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -55,6 +56,10 @@ pub struct HostState {
     /// `produce` calls and bytes of the current `handle` call.
     produced_calls: u32,
     produced_bytes: usize,
+    /// When the current call into the guest began, and how much of it was
+    /// spent in host functions: the deadline counts only the guest's time.
+    call_started: Option<Instant>,
+    host_time: Duration,
 }
 
 impl HostState {
@@ -83,11 +88,32 @@ impl HostState {
             stderr,
             produced_calls: 0,
             produced_bytes: 0,
+            call_started: None,
+            host_time: Duration::ZERO,
         }
+    }
+
+    /// Start timing a call into the guest.
+    pub fn begin_call(&mut self) {
+        self.call_started = Some(Instant::now());
+        self.host_time = Duration::ZERO;
+    }
+
+    /// Time the guest itself has used in the current call: wall time minus
+    /// time spent in host functions (a slow broker lookup during `produce`
+    /// is the host's, not the guest's).
+    pub fn guest_time(&self) -> Option<Duration> {
+        self.call_started
+            .map(|started| started.elapsed().saturating_sub(self.host_time))
+    }
+
+    pub fn config(&self) -> &HandlerConfig {
+        &self.config
     }
 
     /// Reset the per-call counters before a `handle` call.
     pub fn start_call(&mut self, record: RecordContext) {
+        self.begin_call();
         self.record = record;
         self.produced_calls = 0;
         self.produced_bytes = 0;
@@ -107,6 +133,28 @@ impl WasiView for HostState {
 
 impl Host for HostState {
     fn produce(
+        &mut self,
+        topic: String,
+        message_type: String,
+        version: u32,
+        key: Option<String>,
+        body_json: String,
+    ) -> wasmtime::Result<Result<(), String>> {
+        let started = Instant::now();
+        let result = self.produce_inner(topic, message_type, version, key, body_json);
+        self.host_time += started.elapsed();
+        result
+    }
+
+    fn log(&mut self, level: Level, text: String) {
+        let started = Instant::now();
+        self.log_line(level, &text);
+        self.host_time += started.elapsed();
+    }
+}
+
+impl HostState {
+    fn produce_inner(
         &mut self,
         topic: String,
         message_type: String,
@@ -151,7 +199,7 @@ impl Host for HostState {
         Ok(self.services.sink.send(&topic, key.as_deref(), payload))
     }
 
-    fn log(&mut self, level: Level, text: String) {
+    fn log_line(&self, level: Level, text: &str) {
         let handler = &*self.handler;
         let RecordContext {
             topic,

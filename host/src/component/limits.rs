@@ -83,11 +83,17 @@ impl std::fmt::Display for LimitHit {
 pub struct GuestLimiter {
     limits: GuestLimits,
     pub hit: Option<LimitHit>,
+    /// Linear memory of the instance, in bytes (the largest size granted).
+    pub memory: usize,
 }
 
 impl GuestLimiter {
     pub fn new(limits: GuestLimits) -> Self {
-        GuestLimiter { limits, hit: None }
+        GuestLimiter {
+            limits,
+            hit: None,
+            memory: 0,
+        }
     }
 
     /// Record `hit` and turn it into the trap that ends the call.
@@ -113,6 +119,7 @@ impl ResourceLimiter for GuestLimiter {
                 limit,
             }));
         }
+        self.memory = self.memory.max(desired);
         Ok(true)
     }
 

@@ -253,6 +253,7 @@ struct Consumption<'a> {
     first_record: Option<Instant>,
     last_settled: Option<Instant>,
     errors: ErrorLog,
+    throttled_since: Option<Instant>,
     text: (String, String),
 }
 
@@ -287,6 +288,7 @@ pub fn consume(
             last: None,
             suppressed: 0,
         },
+        throttled_since: None,
         text: (String::new(), String::new()),
     };
     run.assign(&consumer)?;
@@ -406,22 +408,18 @@ impl Consumption<'_> {
             // Between two records: a hot swap never splits a record.
             self.dispatcher.apply_changes();
             self.release_due(consumer)?;
-            if self.since_commit + self.awaiting_records >= self.options.max_uncommitted {
-                // Backpressure: let the broker catch up with what was
-                // produced before handling more.
-                self.checkpoint()?;
-                if self.awaiting_records >= self.options.max_uncommitted {
-                    std::thread::sleep(Duration::from_millis(1));
-                    continue;
-                }
-            }
-            match consumer.poll(self.poll_timeout()) {
-                None => {}
-                Some(Err(error)) => self.errors.report(&error),
-                Some(Ok(message)) => {
-                    last_record = Instant::now();
-                    self.first_record.get_or_insert(last_record);
-                    self.receive(consumer, &message)?;
+            if self.throttled()? {
+                // Busy waiting for the broker, not idle.
+                last_record = Instant::now();
+            } else {
+                match consumer.poll(self.poll_timeout()) {
+                    None => {}
+                    Some(Err(error)) => self.errors.report(&error),
+                    Some(Ok(message)) => {
+                        last_record = Instant::now();
+                        self.first_record.get_or_insert(last_record);
+                        self.receive(consumer, &message)?;
+                    }
                 }
             }
             if self.since_commit >= self.options.commit_max_records
@@ -460,6 +458,39 @@ impl Consumption<'_> {
                 return Ok(StopReason::Idle);
             }
         }
+    }
+
+    /// Backpressure: while `max_uncommitted` records wait for what they
+    /// produced to be acknowledged, take no new ones (a crash can then only
+    /// make that many be handled again). Says so, at most every 10 s, when
+    /// the wait is long.
+    fn throttled(&mut self) -> Result<bool, ConsumeError> {
+        let max = self.options.max_uncommitted;
+        if self.since_commit + self.awaiting_records < max {
+            self.throttled_since = None;
+            return Ok(false);
+        }
+        self.checkpoint()?;
+        if self.awaiting_records < max {
+            self.throttled_since = None;
+            return Ok(false);
+        }
+        let since = *self.throttled_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= ERROR_LOG_INTERVAL
+            && self
+                .errors
+                .last
+                .is_none_or(|last| last.elapsed() >= ERROR_LOG_INTERVAL)
+        {
+            tracing::warn!(
+                waiting = self.awaiting_records,
+                seconds = since.elapsed().as_secs(),
+                "waiting for the broker to acknowledge produced records before taking more"
+            );
+            self.errors.last = Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+        Ok(true)
     }
 
     /// Poll no longer than until the next held record is due.
