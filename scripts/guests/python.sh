@@ -10,6 +10,9 @@
 # machine's python3) holding componentize-py 0.25.1. Nothing outside
 # target/ is written: sources are copied to a scratch folder under target/
 # before building, since componentize-py writes __pycache__ next to them.
+# `build` skips a guest whose sources and output are unchanged since its last
+# build into the same OUT_DIR (stamps in target/toolchains/); delete the
+# .wasm to force a rebuild.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -66,9 +69,33 @@ build() {
     scratch="$(mktemp -d "$root/target/python-guests.XXXXXX")"
     trap 'rm -rf "$scratch"' EXIT
 
+    # componentize-py output is not byte-reproducible (componentize-py
+    # issue #247), so an unchanged guest would get a new hash on every
+    # build, and the host would recompile it (~25 s per Python component in
+    # a debug build). Skip guests whose inputs and output are unchanged since
+    # the last build into the same OUT_DIR; delete the .wasm to force one.
+    local stamps="$root/target/toolchains/python-build-stamps"
+    mkdir -p "$stamps"
+
     # build_one <name> <app dir>: <app dir>/app.py is the app module.
     build_one() {
-        local name="$1" src="$root/$2" dir="$scratch/$1" start end
+        local name="$1" src="$root/$2" dir="$scratch/$1" start end inputs stamp
+        inputs="$(
+            cd "$root" &&
+                {
+                    echo "componentize-py $version"
+                    sha256sum scripts/guests/python.sh
+                    find sdk/python "$2" wit -type f -not -path '*/__pycache__/*' |
+                        LC_ALL=C sort | xargs -d '\n' sha256sum
+                } | sha256sum | cut -d' ' -f1
+        )"
+        stamp="$stamps/$(printf '%s' "$out/$name.wasm" | sha256sum | cut -d' ' -f1)"
+        if [ -f "$out/$name.wasm" ] && [ -f "$stamp" ] &&
+            [ "$(cat "$stamp")" = "$inputs $(sha256sum <"$out/$name.wasm" | cut -d' ' -f1)" ]; then
+            printf 'python %-12s %9d bytes  up to date\n' "$name.wasm" "$(wc -c <"$out/$name.wasm")"
+            return
+        fi
+        rm -f "$stamp"
         mkdir -p "$dir/sdk" "$dir/app"
         cp -R "$root/sdk/python/." "$dir/sdk/"
         cp -R "$src/." "$dir/app/"
@@ -89,6 +116,7 @@ build() {
         fi
         # Rename, so a host watching OUT_DIR never sees a partial file.
         mv -f "$out/.$name.wasm.tmp" "$out/$name.wasm"
+        echo "$inputs $(sha256sum <"$out/$name.wasm" | cut -d' ' -f1)" >"$stamp"
         end="$(date +%s)"
         printf 'python %-12s %9d bytes  %3ds\n' "$name.wasm" \
             "$(wc -c <"$out/$name.wasm")" "$((end - start))"
