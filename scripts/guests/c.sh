@@ -139,8 +139,13 @@ build_one() {
         -Wall -Wextra -Wno-unused-parameter -I "$gen" \
         -Wl,--gc-sections -Wl,--strip-all \
         -o "$core" "$source" "$gen/logpipe_handler.c" "$gen/logpipe_handler_component_type.o"
+    # The adapter is only linked in if the module imports WASI preview 1
+    # (stdio, clocks, ...); echo and chaos do not, so their components import
+    # nothing but logpipe:handler/host.
     wasm-tools component new "$core" \
-        --adapt "wasi_snapshot_preview1=$adapter" -o "$out.tmp"
+        --adapt "wasi_snapshot_preview1=$adapter" -o "$core.component"
+    # Drop the remaining custom sections (names, producers).
+    wasm-tools strip "$core.component" -o "$out.tmp"
     mv "$out.tmp" "$out"
 }
 
@@ -151,7 +156,11 @@ build() {
     out="$(cd "$out" && pwd)"
     gen="$(mktemp -d)"
     trap 'rm -rf "$gen"' EXIT
-    wit-bindgen c "$root/wit" --world logpipe-handler --out-dir "$gen" >/dev/null
+    local log
+    if ! log="$(wit-bindgen c "$root/wit" --world logpipe-handler --out-dir "$gen" 2>&1)"; then
+        echo "$log" >&2
+        exit 1
+    fi
     build_one "$root/guests/c-echo/echo.c" "$out/echo.wasm"
     build_one "$root/tests/components/c-chaos/chaos.c" "$out/chaos.wasm"
 }
