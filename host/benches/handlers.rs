@@ -14,14 +14,15 @@ use logpipe_host::component::cache::ComponentCache;
 use logpipe_host::component::host_api::HostServices;
 use logpipe_host::component::manifest::HandlerDefaults;
 use logpipe_host::component::{
-    HandleOutcome, MessageSink, ProduceSettings, Registry, Route, Runtime, RuntimeOptions,
+    HandleOutcome, MessageSink, ProduceSettings, Produced, Registry, Route, Runtime, RuntimeOptions,
 };
 use logpipe_host::envelope::Format;
+use logpipe_host::state::StateStore;
 
 struct Discard;
 
 impl MessageSink for Discard {
-    fn send(&self, _: &str, _: Option<&str>, _: Vec<u8>) -> Result<(), String> {
+    fn send(&self, _: Produced<'_>) -> Result<(), String> {
         Ok(())
     }
 }
@@ -37,6 +38,7 @@ fn runtime(pooling: bool) -> Arc<Runtime> {
             format: Format::Json,
             producer_id: None,
         },
+        state: Arc::new(StateStore::in_memory()),
     };
     let options = RuntimeOptions {
         defaults: HandlerDefaults::default(),

@@ -65,6 +65,73 @@ memory and vanish on exit. Produce into it from another terminal with
     /// Inspect a handlers folder.
     #[command(subcommand)]
     Handlers(HandlersCommand),
+    /// Read the handlers' key-value store (in the offsets database).
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Print the value of one key (as text when it is UTF-8, else base64); exit 1 if missing.
+    #[command(after_help = "Example:
+  logpipe-host store get --offsets ./logpipe-offsets.sqlite3 --handler person-store person/5b0b3f4e")]
+    Get(StoreGetArgs),
+    /// Print keys and values in key order, one JSON object per line.
+    #[command(after_help = "Example:
+  logpipe-host store scan --handler person-store --prefix person/ --limit 10")]
+    Scan(StoreScanArgs),
+    /// Print a namespace's every key and value, one JSON object per line (for backups).
+    Export(StoreArgs),
+}
+
+/// Which store to read.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// The handler's namespace: its component name (file name without .wasm), or its manifest's store.namespace.
+    #[arg(long, value_name = "NAME")]
+    pub handler: String,
+
+    /// SQLite file holding offsets and the store.
+    #[arg(
+        long,
+        env = "LOGPIPE_OFFSETS",
+        default_value = "./logpipe-offsets.sqlite3",
+        value_name = "PATH"
+    )]
+    pub offsets: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct StoreGetArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    pub key: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StoreScanArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Only keys starting with this.
+    #[arg(long, default_value = "")]
+    pub prefix: String,
+    /// Only keys after this one (exclusive): the last key of the previous page.
+    #[arg(long, value_name = "KEY")]
+    pub after: Option<String>,
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub limit: u32,
+}
+
+/// Where records handlers produce go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProduceMode {
+    /// Stored in the outbox table in the transaction that commits the
+    /// triggering record's offset, published after it: a crash never
+    /// publishes a record whose trigger is handled again.
+    Outbox,
+    /// Sent at once; the offset commits after the broker acknowledges
+    /// (at-least-once: a crash can publish a record again).
+    Direct,
 }
 
 #[derive(Debug, Subcommand)]
@@ -186,7 +253,7 @@ pub struct FailureArgs {
     #[arg(long, env = "LOGPIPE_RETRY_BACKOFF")]
     pub retry_backoff: bool,
 
-    /// Error classes that are retried [default: retry,trap,deadline,memory,produce].
+    /// Error classes that are retried [default: retry,trap,deadline,memory,produce,store].
     #[arg(
         long,
         env = "LOGPIPE_RETRY_INCLUDE",
@@ -348,6 +415,16 @@ pub struct ConsumeArgs {
         value_name = "MS"
     )]
     pub shutdown_timeout_ms: u64,
+
+    /// Where handler output goes: `outbox` (stored with the offset, then published) or `direct`.
+    #[arg(
+        long,
+        env = "LOGPIPE_PRODUCE_MODE",
+        value_enum,
+        default_value_t = ProduceMode::Outbox,
+        value_name = "MODE"
+    )]
+    pub produce_mode: ProduceMode,
 
     /// Consumer group id: names retry and dead-letter topics; partitions are assigned manually.
     #[arg(

@@ -18,6 +18,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::Arc;
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ use crate::component::watcher::{Change, FolderWatcher};
 use crate::component::{HandleOutcome, Registry, Route};
 use crate::envelope::{self, Envelope};
 use crate::policy::{Action, ErrorClass, Policies, RetryPolicy};
+use crate::state::StateStore;
 
 /// One record as handed to dispatch. Partition and offset are text so the
 /// same type serves Kafka (numbers) and Kinesis (shard ids, sequence
@@ -130,6 +132,8 @@ pub struct Dispatcher {
     policies: Policies,
     counts: Counts,
     hot_swap: Option<HotSwap>,
+    /// Where a handled record's effects are kept, and a failed one's dropped.
+    state: Arc<StateStore>,
 }
 
 /// Changes prepared by the folder watcher, applied between records.
@@ -173,7 +177,9 @@ impl Dispatcher {
         ignored_types: impl IntoIterator<Item = String>,
         policies: Policies,
     ) -> Self {
+        let state = registry.runtime().services.state.clone();
         Dispatcher {
+            state,
             registry,
             ignored_types: ignored_types.into_iter().collect(),
             policies,
@@ -211,6 +217,11 @@ impl Dispatcher {
     /// dead-letter topic that cannot be written to stops the partition).
     pub fn counts_mut(&mut self) -> &mut Counts {
         &mut self.counts
+    }
+
+    /// The handlers' store, whose staged effects the consume loop commits.
+    pub fn state(&self) -> &Arc<StateStore> {
+        &self.state
     }
 
     pub fn registry(&self) -> &Registry {
@@ -304,7 +315,16 @@ impl Dispatcher {
             handler.config.on_reject,
         );
         let (message_type, version, name) = (call.message_type.as_str(), call.version, &*name);
-        let (class, reason) = match handler.handle(&call) {
+        self.state.begin_record();
+        let outcome = handler.handle(&call);
+        if outcome == HandleOutcome::Handled {
+            self.state.keep_record();
+        } else {
+            // A record that is not handled leaves no writes and, in outbox
+            // mode, no output behind; its policy decides what comes next.
+            self.state.discard_record();
+        }
+        let (class, reason) = match outcome {
             HandleOutcome::Handled => {
                 self.counts.handled += 1;
                 tracing::debug!(topic, partition, offset, %key, message_type, %version, handler = name, "handled");

@@ -15,3 +15,4 @@ pub mod envelope;
 pub mod kafka;
 pub mod offsets;
 pub mod policy;
+pub mod state;

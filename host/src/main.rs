@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
-use logpipe_host::cli::{Cli, Command, HandlersCommand};
+use logpipe_host::cli::{Cli, Command, HandlersCommand, StoreCommand};
 use logpipe_host::commands;
 use tracing_subscriber::EnvFilter;
 
@@ -28,6 +28,9 @@ fn main() -> ExitCode {
         Command::Produce(args) => commands::produce::produce(args),
         Command::Dev(args) => commands::dev::dev(args, &shutdown),
         Command::Handlers(HandlersCommand::List(args)) => commands::handlers::list(args),
+        Command::Store(StoreCommand::Get(args)) => commands::store::get(args),
+        Command::Store(StoreCommand::Scan(args)) => commands::store::scan(args),
+        Command::Store(StoreCommand::Export(args)) => commands::store::export(args),
     };
     match result {
         Ok(code) => code,

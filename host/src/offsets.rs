@@ -1,11 +1,18 @@
 //! The offset store: a SQLite file recording, per topic partition, the next
 //! offset to read (django-logpipe's `KafkaOffset` stores offset + 1 too).
+//!
+//! The same file holds the handlers' key-value store (`handler_state`) and
+//! the produce outbox (`outbox`): a checkpoint stores offsets, store writes
+//! and produced records in one transaction, the way django-logpipe saved a
+//! serializer's rows and the offset in one `transaction.atomic()`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{Connection, params};
+
+use crate::state::{Effects, OutboxRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OffsetError {
@@ -41,7 +48,38 @@ CREATE TABLE IF NOT EXISTS kafka_offsets (
     "offset"    INTEGER NOT NULL,
     UNIQUE ("topic", "partition")
 );
+CREATE TABLE IF NOT EXISTS handler_state (
+    "namespace" TEXT NOT NULL,
+    "key"       TEXT NOT NULL,
+    "value"     BLOB NOT NULL,
+    PRIMARY KEY ("namespace", "key")
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox (
+    "id"        INTEGER PRIMARY KEY AUTOINCREMENT,
+    "topic"     TEXT NOT NULL,
+    "key"       TEXT,
+    "payload"   BLOB NOT NULL,
+    "record_id" TEXT NOT NULL
+);
 "#;
+
+/// What one checkpoint stores, atomically.
+#[derive(Debug, Default)]
+pub struct Commit {
+    /// (topic, partition, next offset).
+    pub offsets: Vec<(String, i32, i64)>,
+    pub effects: Effects,
+    /// Outbox rows up to this id were published and acknowledged: delete
+    /// them.
+    pub sent_through: Option<i64>,
+}
+
+/// An outbox row: a produced record stored but not yet acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub record: OutboxRecord,
+}
 
 impl OffsetStore {
     /// Open (creating if needed) the store at `path`.
@@ -82,18 +120,17 @@ impl OffsetStore {
         rows.collect::<Result<_, _>>().map_err(self.query_error())
     }
 
-    /// Store a batch of positions in one transaction: either all of them
-    /// advance or none does.
-    pub fn commit_kafka<'a>(
-        &mut self,
-        offsets: impl IntoIterator<Item = (&'a str, i32, i64)>,
-    ) -> Result<(), OffsetError> {
+    /// Store a checkpoint in one transaction: offsets, store writes and
+    /// outbox records all advance, or none does. Returns the new outbox
+    /// rows, in order, for the relay to publish.
+    pub fn commit(&mut self, commit: Commit) -> Result<Vec<OutboxRow>, OffsetError> {
         let path = self.path.clone();
         let query_error = |source| OffsetError::Query {
             path: path.clone(),
             source,
         };
         let tx = self.conn.transaction().map_err(query_error)?;
+        let mut rows = Vec::with_capacity(commit.effects.outbox.len());
         {
             let mut upsert = tx
                 .prepare_cached(
@@ -101,13 +138,99 @@ impl OffsetStore {
                        ON CONFLICT ("topic", "partition") DO UPDATE SET "offset" = excluded."offset""#,
                 )
                 .map_err(query_error)?;
-            for (topic, partition, next_offset) in offsets {
+            for (topic, partition, next_offset) in &commit.offsets {
                 upsert
                     .execute(params![topic, partition, next_offset])
                     .map_err(query_error)?;
             }
+            let mut put = tx
+                .prepare_cached(
+                    r#"INSERT INTO handler_state ("namespace", "key", "value") VALUES (?1, ?2, ?3)
+                       ON CONFLICT ("namespace", "key") DO UPDATE SET "value" = excluded."value""#,
+                )
+                .map_err(query_error)?;
+            let mut delete = tx
+                .prepare_cached(
+                    r#"DELETE FROM handler_state WHERE "namespace" = ?1 AND "key" = ?2"#,
+                )
+                .map_err(query_error)?;
+            for ((namespace, key), write) in &commit.effects.writes {
+                match write {
+                    Some(value) => put.execute(params![&**namespace, key, value]),
+                    None => delete.execute(params![&**namespace, key]),
+                }
+                .map_err(query_error)?;
+            }
+            let mut insert = tx
+                .prepare_cached(
+                    r#"INSERT INTO outbox ("topic", "key", "payload", "record_id") VALUES (?1, ?2, ?3, ?4)"#,
+                )
+                .map_err(query_error)?;
+            for record in commit.effects.outbox {
+                insert
+                    .execute(params![record.topic, record.key, record.payload, record.id])
+                    .map_err(query_error)?;
+                rows.push(OutboxRow {
+                    id: tx.last_insert_rowid(),
+                    record,
+                });
+            }
+            if let Some(id) = commit.sent_through {
+                tx.execute(r#"DELETE FROM outbox WHERE "id" <= ?1"#, params![id])
+                    .map_err(query_error)?;
+            }
         }
-        tx.commit().map_err(query_error)
+        tx.commit().map_err(query_error)?;
+        Ok(rows)
+    }
+
+    /// Store offsets only.
+    pub fn commit_offsets<'a>(
+        &mut self,
+        offsets: impl IntoIterator<Item = (&'a str, i32, i64)>,
+    ) -> Result<(), OffsetError> {
+        let offsets = offsets
+            .into_iter()
+            .map(|(topic, partition, next)| (topic.to_owned(), partition, next))
+            .collect();
+        self.commit(Commit {
+            offsets,
+            ..Commit::default()
+        })
+        .map(drop)
+    }
+
+    /// Outbox rows not yet published (left by a previous run), oldest first.
+    pub fn unsent_outbox(&self) -> Result<Vec<OutboxRow>, OffsetError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                r#"SELECT "id", "topic", "key", "payload", "record_id" FROM outbox ORDER BY "id""#,
+            )
+            .map_err(self.query_error())?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok(OutboxRow {
+                    id: row.get(0)?,
+                    record: OutboxRecord {
+                        topic: row.get(1)?,
+                        key: row.get(2)?,
+                        payload: row.get(3)?,
+                        id: row.get(4)?,
+                    },
+                })
+            })
+            .map_err(self.query_error())?;
+        rows.collect::<Result<_, _>>().map_err(self.query_error())
+    }
+
+    /// Delete outbox rows up to `id`: they were published and acknowledged.
+    pub fn mark_sent_through(&mut self, id: i64) -> Result<(), OffsetError> {
+        self.commit(Commit {
+            sent_through: Some(id),
+            ..Commit::default()
+        })
+        .map(drop)
     }
 
     /// Every stored position, ordered by topic and partition.
@@ -139,9 +262,9 @@ mod tests {
         let path = dir.path().join("offsets.sqlite3");
         let mut store = OffsetStore::open(&path).unwrap();
         store
-            .commit_kafka([("a", 0, 10), ("a", 1, 3), ("b", 0, 1)])
+            .commit_offsets([("a", 0, 10), ("a", 1, 3), ("b", 0, 1)])
             .unwrap();
-        store.commit_kafka([("a", 0, 12)]).unwrap();
+        store.commit_offsets([("a", 0, 12)]).unwrap();
         drop(store);
         let store = OffsetStore::open(&path).unwrap();
         let a = store.kafka_offsets("a").unwrap();

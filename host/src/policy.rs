@@ -29,6 +29,9 @@ pub enum ErrorClass {
     Memory,
     /// The call exceeded its produce limits.
     Produce,
+    /// The call exceeded its store limits (key or value size, writes), or
+    /// the store could not be read.
+    Store,
 }
 
 impl ErrorClass {
@@ -40,6 +43,7 @@ impl ErrorClass {
             ErrorClass::Deadline => "deadline",
             ErrorClass::Memory => "memory",
             ErrorClass::Produce => "produce",
+            ErrorClass::Store => "store",
         }
     }
 }
@@ -95,6 +99,7 @@ impl Default for RetryPolicy {
                 ErrorClass::Deadline,
                 ErrorClass::Memory,
                 ErrorClass::Produce,
+                ErrorClass::Store,
             ],
             exclude: Vec::new(),
             blocking: true,

@@ -66,7 +66,7 @@ pub mod bindings {
 }
 
 use bindings::exports::logpipe::handler::handler as wit;
-use bindings::logpipe::handler::host;
+use bindings::logpipe::handler::{host, store};
 
 /// Severity of a [`Context::log`] line, mapped onto the host's log levels.
 pub use host::Level;
@@ -293,6 +293,12 @@ impl Context {
         host::produce(topic, message_type, version, key, body_json).map_err(ProduceError::Host)
     }
 
+    /// The handler's key-value store. Its writes are committed with this
+    /// record's offset, or dropped if the record is not handled.
+    pub fn store(&self) -> Store {
+        Store { _private: () }
+    }
+
     /// Writes a line to the host's log, tagged with this handler and record.
     pub fn log(&self, level: Level, text: impl fmt::Display) {
         host::log(level, &text.to_string());
@@ -321,6 +327,57 @@ impl Context {
     /// [`log`](Self::log) at [`Level::Error`].
     pub fn error(&self, text: impl fmt::Display) {
         self.log(Level::Error, text);
+    }
+}
+
+/// The handler's key-value store, kept by the host in the database that
+/// holds the consumer's offsets (see `interface store` in `wit/logpipe.wit`).
+///
+/// Writes made while handling a record are committed in the same
+/// transaction as the record's offset: after a crash they are redone with
+/// the record, never applied twice. If the record is not handled (`Err`, a
+/// panic, a limit), its writes are dropped. Reads see the handler's own
+/// writes at once. Keys are ordered by their UTF-8 bytes; values are bytes
+/// (the `*_json` helpers store JSON).
+#[derive(Debug)]
+pub struct Store {
+    _private: (),
+}
+
+impl Store {
+    /// The value under `key`, if any.
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        store::get(key)
+    }
+
+    /// Store `value` under `key`.
+    pub fn put(&self, key: &str, value: &[u8]) {
+        store::put(key, value)
+    }
+
+    /// Remove `key` (a missing key is fine).
+    pub fn delete(&self, key: &str) {
+        store::delete(key)
+    }
+
+    /// Up to `limit` (key, value) pairs with keys starting with `prefix`,
+    /// in key order, after the key `after` when given.
+    pub fn scan(&self, prefix: &str, after: Option<&str>, limit: u32) -> Vec<(String, Vec<u8>)> {
+        store::scan(prefix, after, limit)
+    }
+
+    /// The value under `key`, parsed as JSON.
+    pub fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, serde_json::Error> {
+        self.get(key)
+            .map(|bytes| serde_json::from_slice(&bytes))
+            .transpose()
+    }
+
+    /// Store `value` as JSON under `key`.
+    pub fn put_json<T: Serialize>(&self, key: &str, value: &T) -> Result<(), serde_json::Error> {
+        let bytes = serde_json::to_vec(value)?;
+        self.put(key, &bytes);
+        Ok(())
     }
 }
 

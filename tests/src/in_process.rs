@@ -9,9 +9,11 @@ use logpipe_host::component::cache::ComponentCache;
 use logpipe_host::component::host_api::HostServices;
 use logpipe_host::component::manifest::HandlerDefaults;
 use logpipe_host::component::{
-    GuestLimits, Handler, MessageSink, ProduceSettings, Registry, Route, Runtime, RuntimeOptions,
+    GuestLimits, Handler, MessageSink, ProduceSettings, Produced, Registry, Route, Runtime,
+    RuntimeOptions,
 };
 use logpipe_host::envelope::Format;
+use logpipe_host::state::StateStore;
 use tempfile::TempDir;
 
 /// One produced record: (topic, key, rendered envelope).
@@ -24,11 +26,11 @@ pub struct RecordingSink {
 }
 
 impl MessageSink for RecordingSink {
-    fn send(&self, topic: &str, key: Option<&str>, payload: Vec<u8>) -> Result<(), String> {
+    fn send(&self, record: Produced<'_>) -> Result<(), String> {
         self.sent.lock().map_err(|e| e.to_string())?.push((
-            topic.to_owned(),
-            key.map(str::to_owned),
-            payload,
+            record.topic.to_owned(),
+            record.key.map(str::to_owned),
+            record.payload,
         ));
         Ok(())
     }
@@ -71,6 +73,7 @@ impl Loaded {
                 format: Format::Json,
                 producer_id: None,
             },
+            state: Arc::new(StateStore::in_memory()),
         };
         let options = RuntimeOptions {
             defaults: HandlerDefaults {

@@ -8,13 +8,14 @@ use std::sync::Arc;
 use super::run::build_runtime;
 use crate::cli::HandlerArgs;
 use crate::component::manifest::manifest_path;
-use crate::component::{MessageSink, loader};
+use crate::component::{MessageSink, Produced, loader};
+use crate::state::StateStore;
 
 /// Listing never handles a record, so nothing is ever produced.
 struct NoSink;
 
 impl MessageSink for NoSink {
-    fn send(&self, _: &str, _: Option<&str>, _: Vec<u8>) -> Result<(), String> {
+    fn send(&self, _: Produced<'_>) -> Result<(), String> {
         Err("not connected to a broker".into())
     }
 }
@@ -29,7 +30,7 @@ struct Row {
 }
 
 pub fn list(args: HandlerArgs) -> anyhow::Result<ExitCode> {
-    let runtime = build_runtime(&args, Arc::new(NoSink))?;
+    let runtime = build_runtime(&args, Arc::new(NoSink), Arc::new(StateStore::in_memory()))?;
     let mut rows = Vec::new();
     let mut owners: HashMap<(String, u32), Vec<usize>> = HashMap::new();
     for file in loader::component_files(&args.handlers)? {

@@ -6,6 +6,7 @@ pub mod dev;
 pub mod handlers;
 pub mod produce;
 pub mod run;
+pub mod store;
 
 /// Exit status when a record failed and its partition was stopped.
 pub const EXIT_RECORD_FAILED: u8 = 3;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use super::EXIT_RECORD_FAILED;
-use crate::cli::{ConsumeArgs, HandlerArgs, RunArgs};
+use crate::cli::{ConsumeArgs, HandlerArgs, ProduceMode, RunArgs};
 use crate::component::cache::ComponentCache;
 use crate::component::host_api::HostServices;
 use crate::component::manifest::HandlerDefaults;
@@ -17,9 +17,11 @@ use crate::component::watcher::{self, WatchOptions};
 use crate::component::{GuestLimits, MessageSink, Registry, Runtime, RuntimeOptions};
 use crate::dispatch::Dispatcher;
 use crate::kafka::consumer::{self, ConsumeOptions, StopReason};
+use crate::kafka::outbox::OutboxSink;
 use crate::kafka::topics::{self, TopicNames};
 use crate::kafka::{KafkaSettings, KafkaSink};
 use crate::offsets::OffsetStore;
+use crate::state::StateStore;
 
 pub fn run(args: RunArgs, shutdown: &AtomicBool) -> anyhow::Result<ExitCode> {
     let settings = KafkaSettings {
@@ -54,8 +56,16 @@ pub fn consume_with_handlers(
     create_topics: CreateTopics<'_>,
 ) -> anyhow::Result<ExitCode> {
     let sink = Arc::new(KafkaSink::new(settings).context("cannot start the producer")?);
-    let mut dispatcher = load_handlers(handler_args, sink.clone())?;
     let mut store = OffsetStore::open(offsets)?;
+    let state = Arc::new(StateStore::open(offsets)?);
+    let guest_sink: Arc<dyn MessageSink> = match consume_args.produce_mode {
+        ProduceMode::Direct => sink.clone(),
+        ProduceMode::Outbox => Arc::new(OutboxSink {
+            kafka: sink.clone(),
+            state: state.clone(),
+        }),
+    };
+    let mut dispatcher = load_handlers(handler_args, guest_sink, state)?;
     let names = TopicNames {
         group: consume_args.group_id.clone(),
         retry_suffix: consume_args.retry_topic_suffix.clone(),
@@ -121,9 +131,13 @@ pub fn consume_with_handlers(
 
 /// Build the Wasm runtime, load every component of `--handlers`, and
 /// watch the folder for hot swaps unless `--no-watch`.
-pub fn load_handlers(args: &HandlerArgs, sink: Arc<dyn MessageSink>) -> anyhow::Result<Dispatcher> {
+pub fn load_handlers(
+    args: &HandlerArgs,
+    sink: Arc<dyn MessageSink>,
+    state: Arc<StateStore>,
+) -> anyhow::Result<Dispatcher> {
     let started = Instant::now();
-    let runtime = build_runtime(args, sink)?;
+    let runtime = build_runtime(args, sink, state)?;
     let registry = Registry::load(runtime.clone(), &args.handlers)?;
     tracing::info!(
         handlers = registry.len(),
@@ -149,6 +163,7 @@ pub fn load_handlers(args: &HandlerArgs, sink: Arc<dyn MessageSink>) -> anyhow::
 pub fn build_runtime(
     args: &HandlerArgs,
     sink: Arc<dyn MessageSink>,
+    state: Arc<StateStore>,
 ) -> anyhow::Result<Arc<Runtime>> {
     let limits = GuestLimits {
         call_timeout: Duration::from_millis(args.handler_timeout_ms.max(1)),
@@ -174,6 +189,7 @@ pub fn build_runtime(
     let services = HostServices {
         sink,
         produce: args.envelope.settings(),
+        state,
     };
     Runtime::new(options, services)
         .map_err(anyhow::Error::from)

@@ -7,6 +7,8 @@ wasmtime::component::bindgen!({
         // `produce` may end the call with a trap when a per-call produce
         // limit is exceeded; everything else is an error the guest sees.
         "logpipe:handler/host.produce": trappable,
+        // Store calls trap on a store limit or a database error.
+        "logpipe:handler/store": trappable,
     },
 });
 

@@ -179,7 +179,14 @@ impl Handler {
                 LimitHit::ProduceCalls { .. } | LimitHit::ProduceBytes { .. } => {
                     ErrorClass::Produce
                 }
+                LimitHit::StoreKey { .. }
+                | LimitHit::StoreValue { .. }
+                | LimitHit::StoreWrites { .. }
+                | LimitHit::StoreUnavailable => ErrorClass::Store,
             };
+            if hit == LimitHit::StoreUnavailable {
+                return (class, chain(error));
+            }
             return (class, hit.to_string());
         }
         match error.downcast_ref::<Trap>() {

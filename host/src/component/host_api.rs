@@ -1,4 +1,4 @@
-//! The `host` interface guests import: `produce` and `log`.
+//! The interfaces guests import: `host` (`produce`, `log`) and `store`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,17 +8,32 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::Level;
 use super::bindings::logpipe::handler::host::Host;
+use super::bindings::logpipe::handler::store::Host as StoreHost;
 use super::guest_output::{GuestOutput, Stream};
 use super::limits::{GuestLimiter, LimitHit};
 use super::manifest::HandlerConfig;
 use crate::envelope::{self, Format};
+use crate::state::{Namespace, StateStore};
 
-/// Where produced records go: the backend the records come from.
+/// One record a guest produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Produced<'a> {
+    pub topic: &'a str,
+    pub key: Option<&'a str>,
+    /// The rendered envelope.
+    pub payload: Vec<u8>,
+    /// `{source}/{partition}/{offset}/{n}`: the n-th record produced while
+    /// handling that record; the same every time the record is handled.
+    pub id: String,
+}
+
+/// Where produced records go: the backend the records come from, directly
+/// or through the outbox.
 ///
-/// `send` queues one rendered envelope; delivery is confirmed later, before
-/// the offsets of the records that produced it are committed.
+/// `send` queues one rendered envelope; it is delivered or stored before the
+/// offset of the record that produced it is committed.
 pub trait MessageSink: Send + Sync {
-    fn send(&self, topic: &str, key: Option<&str>, payload: Vec<u8>) -> Result<(), String>;
+    fn send(&self, record: Produced<'_>) -> Result<(), String>;
 }
 
 /// How guest-produced envelopes are rendered (logpipe's `DEFAULT_FORMAT`
@@ -33,6 +48,7 @@ pub struct ProduceSettings {
 pub struct HostServices {
     pub sink: Arc<dyn MessageSink>,
     pub produce: ProduceSettings,
+    pub state: Arc<StateStore>,
 }
 
 /// The record being handled, for log lines the guest writes.
@@ -51,11 +67,14 @@ pub struct HostState {
     services: Arc<HostServices>,
     handler: Arc<str>,
     config: Arc<HandlerConfig>,
+    namespace: Namespace,
     pub record: RecordContext,
     pub stderr: GuestOutput,
     /// `produce` calls and bytes of the current `handle` call.
     produced_calls: u32,
     produced_bytes: usize,
+    /// Store writes of the current `handle` call.
+    store_writes: u32,
     /// When the current call into the guest began, and how much of it was
     /// spent in host functions: the deadline counts only the guest's time.
     call_started: Option<Instant>,
@@ -77,6 +96,10 @@ impl HostState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
+        let namespace = config
+            .store_namespace
+            .clone()
+            .unwrap_or_else(|| handler.clone());
         HostState {
             wasi,
             table: ResourceTable::new(),
@@ -84,10 +107,12 @@ impl HostState {
             services,
             handler,
             config,
+            namespace,
             record: RecordContext::default(),
             stderr,
             produced_calls: 0,
             produced_bytes: 0,
+            store_writes: 0,
             call_started: None,
             host_time: Duration::ZERO,
         }
@@ -117,6 +142,7 @@ impl HostState {
         self.record = record;
         self.produced_calls = 0;
         self.produced_bytes = 0;
+        self.store_writes = 0;
         self.limiter.hit = None;
         self.stderr.start_call();
     }
@@ -196,7 +222,18 @@ impl HostState {
                 limit: limits.max_produce_bytes,
             }));
         }
-        Ok(self.services.sink.send(&topic, key.as_deref(), payload))
+        let RecordContext {
+            topic: source,
+            partition,
+            offset,
+        } = &self.record;
+        let id = format!("{source}/{partition}/{offset}/{}", self.produced_calls);
+        Ok(self.services.sink.send(Produced {
+            topic: &topic,
+            key: key.as_deref(),
+            payload,
+            id,
+        }))
     }
 
     fn log_line(&self, level: Level, text: &str) {
@@ -218,5 +255,69 @@ impl HostState {
             Level::Warn => emit!(warn),
             Level::Error => emit!(error),
         }
+    }
+}
+
+impl StoreHost for HostState {
+    fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
+        let started = Instant::now();
+        let result = self.services.state.get(&self.namespace, &key);
+        self.host_time += started.elapsed();
+        result.map_err(|e| self.limiter.store_failure(e.to_string()))
+    }
+
+    fn put(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<()> {
+        self.check_write(&key, Some(value.len()))?;
+        self.services.state.write(&self.namespace, key, Some(value));
+        Ok(())
+    }
+
+    fn delete(&mut self, key: String) -> wasmtime::Result<()> {
+        self.check_write(&key, None)?;
+        self.services.state.write(&self.namespace, key, None);
+        Ok(())
+    }
+
+    fn scan(
+        &mut self,
+        prefix: String,
+        after: Option<String>,
+        limit: u32,
+    ) -> wasmtime::Result<Vec<(String, Vec<u8>)>> {
+        let started = Instant::now();
+        let result = self
+            .services
+            .state
+            .scan(&self.namespace, &prefix, after.as_deref(), limit);
+        self.host_time += started.elapsed();
+        result.map_err(|e| self.limiter.store_failure(e.to_string()))
+    }
+}
+
+impl HostState {
+    /// Enforce the store limits on one write; exceeding one ends the call.
+    fn check_write(&mut self, key: &str, value_len: Option<usize>) -> wasmtime::Result<()> {
+        let limits = self.config.limits;
+        self.store_writes += 1;
+        if self.store_writes > limits.max_store_writes {
+            return Err(self.limiter.trap(LimitHit::StoreWrites {
+                limit: limits.max_store_writes,
+            }));
+        }
+        if key.len() > limits.max_store_key_bytes {
+            return Err(self.limiter.trap(LimitHit::StoreKey {
+                len: key.len(),
+                limit: limits.max_store_key_bytes,
+            }));
+        }
+        if let Some(len) = value_len
+            && len > limits.max_store_value_bytes
+        {
+            return Err(self.limiter.trap(LimitHit::StoreValue {
+                len,
+                limit: limits.max_store_value_bytes,
+            }));
+        }
+        Ok(())
     }
 }

@@ -21,6 +21,12 @@ pub struct GuestLimits {
     pub max_produce_calls: u32,
     /// Rendered envelope bytes `produce` may send during one `handle` call.
     pub max_produce_bytes: usize,
+    /// Longest store key, in bytes.
+    pub max_store_key_bytes: usize,
+    /// Largest store value, in bytes.
+    pub max_store_value_bytes: usize,
+    /// Store `put` and `delete` calls allowed during one `handle` call.
+    pub max_store_writes: u32,
 }
 
 impl Default for GuestLimits {
@@ -31,6 +37,9 @@ impl Default for GuestLimits {
             max_table_elements: 20_000,
             max_produce_calls: 1_000,
             max_produce_bytes: 16 << 20,
+            max_store_key_bytes: 1024,
+            max_store_value_bytes: 1 << 20,
+            max_store_writes: 1_000,
         }
     }
 }
@@ -47,10 +56,33 @@ impl GuestLimits {
 /// A limit a guest ran into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LimitHit {
-    Memory { wanted: usize, limit: usize },
-    Table { wanted: usize, limit: usize },
-    ProduceCalls { limit: u32 },
-    ProduceBytes { limit: usize },
+    Memory {
+        wanted: usize,
+        limit: usize,
+    },
+    Table {
+        wanted: usize,
+        limit: usize,
+    },
+    ProduceCalls {
+        limit: u32,
+    },
+    ProduceBytes {
+        limit: usize,
+    },
+    StoreKey {
+        len: usize,
+        limit: usize,
+    },
+    StoreValue {
+        len: usize,
+        limit: usize,
+    },
+    StoreWrites {
+        limit: u32,
+    },
+    /// The store could not be read (not the guest's fault).
+    StoreUnavailable,
 }
 
 impl std::fmt::Display for LimitHit {
@@ -74,6 +106,19 @@ impl std::fmt::Display for LimitHit {
                 f,
                 "produce limit exceeded: more than {limit} bytes produced in one handle call"
             ),
+            LimitHit::StoreKey { len, limit } => write!(
+                f,
+                "store limit exceeded: a key of {len} bytes, limit is {limit} (max_key_bytes)"
+            ),
+            LimitHit::StoreValue { len, limit } => write!(
+                f,
+                "store limit exceeded: a value of {len} bytes, limit is {limit} (max_value_bytes)"
+            ),
+            LimitHit::StoreUnavailable => write!(f, "store unavailable"),
+            LimitHit::StoreWrites { limit } => write!(
+                f,
+                "store limit exceeded: more than {limit} writes in one handle call (max_writes)"
+            ),
         }
     }
 }
@@ -94,6 +139,12 @@ impl GuestLimiter {
             hit: None,
             memory: 0,
         }
+    }
+
+    /// A store read failed: end the call, classed as a store failure.
+    pub fn store_failure(&mut self, reason: String) -> wasmtime::Error {
+        self.hit = Some(LimitHit::StoreUnavailable);
+        wasmtime::format_err!("store unavailable: {reason}")
     }
 
     /// Record `hit` and turn it into the trap that ends the call.

@@ -14,6 +14,13 @@
 //! memory_mib = 128                # per instance
 //! table_elements = 20000
 //!
+//! [store]                         # the key-value store (wit `store`)
+//! namespace = "people"            # default: the component's name; handlers
+//!                                 # with the same namespace share keys
+//! max_key_bytes = 1024
+//! max_value_bytes = 1048576
+//! max_writes = 1000               # put/delete calls per handle call
+//!
 //! [env]                           # environment variables the guest sees
 //! REGION = "eu-west-1"
 //! pass_env = ["TZ"]               # ...and these, copied from the host's environment
@@ -51,6 +58,8 @@ pub struct Manifest {
     #[serde(default)]
     pub limits: LimitOverrides,
     #[serde(default)]
+    pub store: StoreGrant,
+    #[serde(default)]
     pub env: EnvGrant,
     pub on_reject: Option<Action>,
     #[serde(default)]
@@ -87,6 +96,15 @@ pub struct ProduceGrant {
     pub topics: Option<Vec<String>>,
     pub max_calls: Option<u32>,
     pub max_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreGrant {
+    pub namespace: Option<String>,
+    pub max_key_bytes: Option<usize>,
+    pub max_value_bytes: Option<usize>,
+    pub max_writes: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -133,6 +151,8 @@ pub struct HandlerConfig {
     /// `None`: any topic.
     pub allowed_topics: Option<Arc<HashSet<String>>>,
     pub env: Vec<(String, String)>,
+    /// Store namespace; `None`: the handler's own name.
+    pub store_namespace: Option<Arc<str>>,
     pub isolation: Isolation,
     pub retry: Arc<RetryPolicy>,
     pub on_reject: Action,
@@ -144,6 +164,7 @@ impl HandlerConfig {
             limits: defaults.limits,
             allowed_topics: None,
             env: Vec::new(),
+            store_namespace: None,
             isolation: Isolation::Instance,
             retry: defaults.policies.retry.clone(),
             on_reject: defaults.policies.on_reject,
@@ -205,6 +226,19 @@ pub fn resolve(
     if let Some(bytes) = manifest.produce.max_bytes {
         limits.max_produce_bytes = bytes;
     }
+    let store = &manifest.store;
+    if let Some(bytes) = store.max_key_bytes {
+        limits.max_store_key_bytes = bytes;
+    }
+    if let Some(bytes) = store.max_value_bytes {
+        limits.max_store_value_bytes = bytes;
+    }
+    if let Some(writes) = store.max_writes {
+        limits.max_store_writes = writes;
+    }
+    if store.namespace.as_deref() == Some("") {
+        return Err(invalid("store.namespace must not be empty".into()));
+    }
     let mut env: Vec<(String, String)> = manifest.env.vars.into_iter().collect();
     for name in manifest.env.pass_env {
         if let Ok(value) = std::env::var(&name) {
@@ -219,6 +253,7 @@ pub fn resolve(
             .topics
             .map(|topics| Arc::new(topics.into_iter().collect())),
         env,
+        store_namespace: manifest.store.namespace.map(Arc::from),
         isolation: manifest.isolation,
         retry,
         on_reject: manifest.on_reject.unwrap_or(defaults.policies.on_reject),

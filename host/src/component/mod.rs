@@ -26,7 +26,7 @@ pub mod watcher;
 
 pub use engine::{Runtime, RuntimeOptions};
 pub use handler::{HandleOutcome, Handler};
-pub use host_api::{MessageSink, ProduceSettings};
+pub use host_api::{MessageSink, ProduceSettings, Produced};
 pub use limits::GuestLimits;
 pub use loader::LoadError;
 pub use registry::{Registry, Route};

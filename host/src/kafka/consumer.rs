@@ -2,8 +2,10 @@
 //!
 //! Offset rule: a partition's offset advances in the store only past records
 //! that were handled, skipped, dead-lettered or moved to a retry topic, and
-//! only after every record produced for them (by handlers, or as retry and
-//! dead-letter copies) has been acknowledged by the broker.
+//! only after every record produced directly for them (by handlers in
+//! direct mode, or as retry and dead-letter copies) has been acknowledged by
+//! the broker. Their store writes and outbox records are stored in the same
+//! transaction as the offset.
 //!
 //! Failures follow the record's [policy](crate::policy): a blocking retry
 //! pauses the record's partition and tries again when due while the others
@@ -25,10 +27,12 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::config::KafkaSettings;
 use super::headers::{self, OriginalPosition};
 use super::metadata::{self, TopicError};
+use super::outbox::Relay;
 use super::producer::{DeliveryError, KafkaSink};
 use super::topics::TopicNames;
 use crate::dispatch::{Counts, Dispatcher, Failure, Record, Verdict};
-use crate::offsets::{OffsetError, OffsetStore};
+use crate::offsets::{Commit, OffsetError, OffsetStore};
+use crate::state::StateStore;
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
@@ -239,6 +243,8 @@ struct Consumption<'a> {
     dispatcher: &'a mut Dispatcher,
     sink: &'a KafkaSink,
     store: &'a mut OffsetStore,
+    state: &'a StateStore,
+    relay: Relay,
     topics: Vec<AssignedTopic>,
     topic_index: HashMap<String, usize>,
     partitions: Vec<PartitionState>,
@@ -268,12 +274,15 @@ pub fn consume(
     shutdown: &AtomicBool,
 ) -> Result<ConsumeSummary, ConsumeError> {
     let consumer: BaseConsumer = settings.consumer_config(&options.names.group).create()?;
+    let state = dispatcher.state().clone();
     let mut run = Consumption {
         options,
         bootstrap: &settings.bootstrap_servers,
         dispatcher,
         sink,
         store,
+        state: &state,
+        relay: Relay::default(),
         topics: Vec::new(),
         topic_index: HashMap::new(),
         partitions: Vec::new(),
@@ -291,6 +300,7 @@ pub fn consume(
         throttled_since: None,
         text: (String::new(), String::new()),
     };
+    run.publish_unsent()?;
     run.assign(&consumer)?;
     // On an error nothing more is committed: after a failed delivery the
     // staged offsets cover records whose output may be lost, and replaying
@@ -298,6 +308,7 @@ pub fn consume(
     let mut reason = run.poll_until_stopped(&consumer, shutdown)?;
     run.sink.confirm(options.shutdown_timeout)?;
     run.checkpoint()?;
+    run.finish_relay()?;
     // Stopping for another reason does not make a failed record go away.
     if run
         .partitions
@@ -330,6 +341,33 @@ pub fn assigned_topic_names(options: &ConsumeOptions) -> Vec<String> {
 }
 
 impl Consumption<'_> {
+    /// Publish outbox rows a previous run stored but did not get
+    /// acknowledged, before anything new: they come first in every topic.
+    fn publish_unsent(&mut self) -> Result<(), ConsumeError> {
+        let unsent = self.store.unsent_outbox()?;
+        if unsent.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            records = unsent.len(),
+            "publishing outbox records left by the previous run"
+        );
+        self.relay.publish(self.sink, unsent)?;
+        self.finish_relay()
+    }
+
+    /// Wait for every published outbox row and delete them.
+    fn finish_relay(&mut self) -> Result<(), ConsumeError> {
+        if self.relay.in_flight_rows() == 0 {
+            return Ok(());
+        }
+        self.sink.confirm(self.options.shutdown_timeout)?;
+        if let Some(id) = self.relay.acknowledged(self.sink)? {
+            self.store.mark_sent_through(id)?;
+        }
+        Ok(())
+    }
+
     /// Assign every partition of every topic and retry topic, starting at
     /// the stored offset or, when none is stored, at the beginning.
     fn assign(&mut self, consumer: &BaseConsumer) -> Result<(), ConsumeError> {
@@ -466,12 +504,14 @@ impl Consumption<'_> {
     /// the wait is long.
     fn throttled(&mut self) -> Result<bool, ConsumeError> {
         let max = self.options.max_uncommitted;
-        if self.since_commit + self.awaiting_records < max {
+        // Outbox rows in flight count too: they bound the relay's memory.
+        let waiting = |run: &Self| run.awaiting_records + run.relay.in_flight_rows();
+        if self.since_commit + waiting(self) < max {
             self.throttled_since = None;
             return Ok(false);
         }
         self.checkpoint()?;
-        if self.awaiting_records < max {
+        if waiting(self) < max {
             self.throttled_since = None;
             return Ok(false);
         }
@@ -483,7 +523,7 @@ impl Consumption<'_> {
                 .is_none_or(|last| last.elapsed() >= ERROR_LOG_INTERVAL)
         {
             tracing::warn!(
-                waiting = self.awaiting_records,
+                waiting = waiting(self),
                 seconds = since.elapsed().as_secs(),
                 "waiting for the broker to acknowledge produced records before taking more"
             );
@@ -809,9 +849,11 @@ impl Consumption<'_> {
         true
     }
 
-    /// Seal the offsets staged since the last checkpoint into a delivery
-    /// batch, then store, in one transaction, the offsets of every batch the
-    /// broker has fully acknowledged.
+    /// Seal the offsets and effects staged since the last checkpoint into a
+    /// delivery batch, then store, in one transaction, the offsets and
+    /// effects of every batch the broker has fully acknowledged, and
+    /// forget outbox rows the broker acknowledged. New outbox rows are
+    /// published once that transaction is committed.
     fn checkpoint(&mut self) -> Result<(), ConsumeError> {
         let records = std::mem::take(&mut self.since_commit);
         self.last_commit = Instant::now();
@@ -824,38 +866,53 @@ impl Consumption<'_> {
                 sealed.push((slot, next));
             }
         }
-        if !sealed.is_empty() {
+        let batch = self.sink.seal();
+        let has_effects = self.state.seal(batch);
+        if !sealed.is_empty() || has_effects {
             self.awaiting.push_back(Sealed {
-                batch: self.sink.seal(),
+                batch,
                 offsets: sealed,
                 records,
             });
             self.awaiting_records += records;
         }
-        let acknowledged = self.sink.acknowledged_below()?;
         let mut ready: HashMap<usize, i64> = HashMap::new();
-        while self
-            .awaiting
-            .front()
-            .is_some_and(|sealed| sealed.batch < acknowledged)
-        {
+        let mut through = None;
+        while let Some(front) = self.awaiting.front() {
+            if !self.sink.is_acknowledged(front.batch)? {
+                break;
+            }
             if let Some(sealed) = self.awaiting.pop_front() {
                 self.awaiting_records -= sealed.records;
+                through = Some(sealed.batch);
                 ready.extend(sealed.offsets);
             }
         }
-        if ready.is_empty() {
+        let effects = through
+            .map(|batch| self.state.take_through(batch))
+            .unwrap_or_default();
+        let sent_through = self.relay.acknowledged(self.sink)?;
+        if ready.is_empty() && effects.is_empty() && sent_through.is_none() {
             return Ok(());
         }
         let topics = &self.topics;
         let partitions = &self.partitions;
-        self.store.commit_kafka(ready.iter().map(|(&slot, &next)| {
-            let p = &partitions[slot];
-            (topics[p.topic].name.as_str(), p.partition, next)
-        }))?;
+        let offsets = ready
+            .iter()
+            .map(|(&slot, &next)| {
+                let p = &partitions[slot];
+                (topics[p.topic].name.clone(), p.partition, next)
+            })
+            .collect();
+        let published = self.store.commit(Commit {
+            offsets,
+            effects,
+            sent_through,
+        })?;
         for (slot, next) in ready {
             self.partitions[slot].committed = Some(next);
         }
+        self.relay.publish(self.sink, published)?;
         Ok(())
     }
 }

@@ -1,4 +1,5 @@
-//! Headers of records moved to retry and dead-letter topics.
+//! Headers of records moved to retry and dead-letter topics, and the id
+//! header of records handlers produce.
 //!
 //! django-kafka's names (`RETRY_MESSAGE`, `RETRY_TIMESTAMP`,
 //! `DEAD_LETTER_MESSAGE`, `DEAD_LETTER_DETAIL`) so existing tooling reads
@@ -21,6 +22,14 @@ pub const ORIGINAL_OFFSET: &str = "LOGPIPE_ORIGINAL_OFFSET";
 pub const ERROR_CLASS: &str = "LOGPIPE_ERROR_CLASS";
 /// Retries made before this record was written.
 pub const RETRIES: &str = "LOGPIPE_RETRIES";
+/// On records handlers produce: `{source}/{partition}/{offset}/{n}`, the
+/// same each time the triggering record is handled, for de-duplication.
+pub const MESSAGE_ID: &str = "LOGPIPE_MESSAGE_ID";
+
+/// Headers of a record a handler produced.
+pub fn produced(id: &str) -> OwnedHeaders {
+    with(OwnedHeaders::new(), MESSAGE_ID, id)
+}
 
 /// Where a record was first consumed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,8 +17,9 @@ use rdkafka::message::{DeliveryResult, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 
 use super::config::KafkaSettings;
+use super::headers;
 use super::metadata::{self, TopicError};
-use crate::component::MessageSink;
+use crate::component::{MessageSink, Produced};
 
 /// How long a negative "topic exists" answer is trusted before asking the
 /// broker again (topics may be created while we run).
@@ -204,17 +205,12 @@ impl KafkaSink {
         ledger.open - 1
     }
 
-    /// Every batch numbered below the returned value has been acknowledged
-    /// in full. Fails if any delivery failed.
-    pub fn acknowledged_below(&self) -> Result<u64, DeliveryError> {
+    /// Whether every record of `batch` (sealed) has been acknowledged.
+    /// Fails if any delivery failed.
+    pub fn is_acknowledged(&self, batch: u64) -> Result<bool, DeliveryError> {
         self.check_failures()?;
         let ledger = self.producer.context().lock();
-        Ok(ledger
-            .in_flight
-            .keys()
-            .next()
-            .copied()
-            .unwrap_or(ledger.open))
+        Ok(batch < ledger.open && !ledger.in_flight.contains_key(&batch))
     }
 
     /// Wait until every queued record is acknowledged, and fail if any
@@ -245,10 +241,17 @@ impl KafkaSink {
     }
 }
 
+/// Direct mode: a produced record goes straight to the broker.
 impl MessageSink for KafkaSink {
-    fn send(&self, topic: &str, key: Option<&str>, payload: Vec<u8>) -> Result<(), String> {
+    fn send(&self, record: Produced<'_>) -> Result<(), String> {
+        let topic = record.topic;
         self.check_topic(topic).map_err(|e| e.to_string())?;
-        self.enqueue(topic, key.map(str::as_bytes), &payload)
-            .map_err(|e| format!("cannot queue record for topic {topic:?}: {e}"))
+        self.enqueue_with_headers(
+            topic,
+            record.key.map(str::as_bytes),
+            &record.payload,
+            Some(headers::produced(&record.id)),
+        )
+        .map_err(|e| format!("cannot queue record for topic {topic:?}: {e}"))
     }
 }

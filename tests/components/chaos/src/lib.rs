@@ -36,6 +36,18 @@ struct Command {
     /// For `flaky`: which record this is (calls are counted per id).
     #[serde(default)]
     id: Option<String>,
+    /// Store key for the `store-*` actions.
+    #[serde(default)]
+    key: Option<String>,
+    /// Value for `store-put`.
+    #[serde(default)]
+    value: Option<String>,
+    /// For `store-put`: what to do after the write (an action name).
+    #[serde(default)]
+    then: Option<String>,
+    /// For `store-big` (value bytes) and `store-many` (writes).
+    #[serde(default)]
+    size: usize,
 }
 
 struct Chaos;
@@ -78,6 +90,15 @@ impl Handler for Chaos {
     ///   `id`, then `Ok` (logging "flaky ID: succeeded on call N").
     /// - `count`: reject with "count N", N being the calls this instance has
     ///   served (1 for a fresh instance).
+    /// - `store-put`: put `value` under `key`, then act as the action in
+    ///   `then` would (default `ok`): a failed record's write is dropped.
+    /// - `store-add`: read `key` as a decimal counter (0 when missing), add
+    ///   one, store it, and log "store-add KEY = N".
+    /// - `store-get`: reject "got VALUE" or "got nothing" for `key`.
+    /// - `store-delete`: delete `key`.
+    /// - `store-big`: put a value of `size` bytes under `key`.
+    /// - `store-many`: put `size` distinct keys.
+    /// - `store-scan`: reject with the keys under prefix `key`, comma-separated.
     /// - anything else: reject.
     fn handle(body: RawJson, ctx: &mut Context) -> Result<(), HandleError> {
         let cmd: Command = body
@@ -157,6 +178,62 @@ impl Handler for Chaos {
                 // instance from a fresh one per record.
                 let calls = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
                 Err(HandleError::reject(format_args!("count {calls}")))
+            }
+            "store-put" => {
+                let key = cmd.key.unwrap_or_default();
+                ctx.store()
+                    .put(&key, cmd.value.unwrap_or_default().as_bytes());
+                match cmd.then.as_deref().unwrap_or("ok") {
+                    "ok" => Ok(()),
+                    "reject" => Err(HandleError::reject("asked to reject after a write")),
+                    "retry" => Err(HandleError::retry("asked to retry after a write")),
+                    "panic" => panic!("asked to panic after a write"),
+                    other => Err(HandleError::reject(format_args!("unknown then {other:?}"))),
+                }
+            }
+            "store-add" => {
+                let key = cmd.key.unwrap_or_default();
+                let store = ctx.store();
+                let current = store
+                    .get(&key)
+                    .and_then(|v| String::from_utf8(v).ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+                store.put(&key, (current + 1).to_string().as_bytes());
+                ctx.debug(format_args!("store-add {key} = {}", current + 1));
+                Ok(())
+            }
+            "store-get" => {
+                let got = ctx.store().get(&cmd.key.unwrap_or_default());
+                Err(HandleError::reject(match got {
+                    Some(v) => format!("got {}", String::from_utf8_lossy(&v)),
+                    None => "got nothing".to_owned(),
+                }))
+            }
+            "store-delete" => {
+                ctx.store().delete(&cmd.key.unwrap_or_default());
+                Ok(())
+            }
+            "store-big" => {
+                ctx.store()
+                    .put(&cmd.key.unwrap_or_default(), &vec![b'x'; cmd.size]);
+                Ok(())
+            }
+            "store-many" => {
+                for n in 0..cmd.size {
+                    ctx.store().put(&format!("many/{n}"), b"1");
+                }
+                Ok(())
+            }
+            "store-scan" => {
+                let prefix = cmd.key.unwrap_or_default();
+                let keys: Vec<String> = ctx
+                    .store()
+                    .scan(&prefix, None, 1000)
+                    .into_iter()
+                    .map(|(k, _)| k)
+                    .collect();
+                Err(HandleError::reject(format_args!("keys {}", keys.join(","))))
             }
             "print" => {
                 println!("chaos stdout line");

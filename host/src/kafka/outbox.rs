@@ -1,0 +1,92 @@
+//! The transactional outbox: in outbox mode a handler's records are stored
+//! with its triggering record's offset and store writes, in one SQLite
+//! transaction, and published only after that transaction commits.
+//!
+//! Publish rule: an outbox row is deleted only once the broker has
+//! acknowledged it. A crash between the acknowledgement and the delete
+//! publishes the row once more at the next start, with the same
+//! `LOGPIPE_MESSAGE_ID` header; nothing else is ever published twice.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use rdkafka::error::KafkaError;
+
+use super::headers;
+use super::producer::{DeliveryError, KafkaSink};
+use crate::component::{MessageSink, Produced};
+use crate::offsets::OutboxRow;
+use crate::state::{OutboxRecord, StateStore};
+
+/// Outbox mode's [`MessageSink`]: checks the topic at once (so the handler
+/// learns of a missing topic), then stages the record with the record being
+/// handled.
+pub struct OutboxSink {
+    pub kafka: Arc<KafkaSink>,
+    pub state: Arc<StateStore>,
+}
+
+impl MessageSink for OutboxSink {
+    fn send(&self, record: Produced<'_>) -> Result<(), String> {
+        self.kafka
+            .check_topic(record.topic)
+            .map_err(|e| e.to_string())?;
+        self.state.push_outbox(OutboxRecord {
+            topic: record.topic.to_owned(),
+            key: record.key.map(str::to_owned),
+            payload: record.payload,
+            id: record.id,
+        });
+        Ok(())
+    }
+}
+
+/// Publishes committed outbox rows and tells which are acknowledged.
+#[derive(Default)]
+pub struct Relay {
+    /// (producer batch, last row id in it, rows in it), oldest first.
+    in_flight: VecDeque<(u64, i64, usize)>,
+    rows: usize,
+}
+
+impl Relay {
+    /// Queue `rows` (in id order) on the producer.
+    pub fn publish(&mut self, sink: &KafkaSink, rows: Vec<OutboxRow>) -> Result<(), KafkaError> {
+        let Some(last) = rows.last().map(|row| row.id) else {
+            return Ok(());
+        };
+        let count = rows.len();
+        for row in rows {
+            let record = row.record;
+            sink.enqueue_with_headers(
+                &record.topic,
+                record.key.as_deref().map(str::as_bytes),
+                &record.payload,
+                Some(headers::produced(&record.id)),
+            )?;
+        }
+        self.in_flight.push_back((sink.seal(), last, count));
+        self.rows += count;
+        Ok(())
+    }
+
+    /// The highest row id up to which everything published is acknowledged
+    /// since the last call, if any.
+    pub fn acknowledged(&mut self, sink: &KafkaSink) -> Result<Option<i64>, DeliveryError> {
+        let mut through = None;
+        while let Some(&(batch, last, count)) = self.in_flight.front() {
+            if !sink.is_acknowledged(batch)? {
+                break;
+            }
+            self.in_flight.pop_front();
+            self.rows -= count;
+            through = Some(last);
+        }
+        Ok(through)
+    }
+
+    /// Rows published and not yet acknowledged.
+    pub fn in_flight_rows(&self) -> usize {
+        self.rows
+    }
+}

@@ -1,0 +1,380 @@
+//! The handlers' key-value store, and the effects of records whose offsets
+//! are not stored yet.
+//!
+//! A record's effects (store writes and, in outbox mode, the records it
+//! produced) are staged in layers until the transaction that stores its
+//! offset also stores them:
+//!
+//! 1. the record being handled: discarded if it is not handled, so a failed
+//!    record leaves nothing behind (a savepoint per record);
+//! 2. records settled since the last checkpoint ("open");
+//! 3. sealed checkpoints waiting for the broker to acknowledge what they
+//!    produced directly (dead-letter and retry copies, direct-mode output).
+//!
+//! Reads look through the layers, newest first, then the database, so a
+//! handler sees its own writes at once.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+/// A handler's namespace: its component name, or the one its manifest
+/// declares.
+pub type Namespace = Arc<str>;
+
+/// A key write: `Some` puts a value, `None` deletes the key.
+pub type Write = Option<Vec<u8>>;
+
+/// A record produced in outbox mode, waiting to be stored with its
+/// triggering record's offset and then published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRecord {
+    pub topic: String,
+    pub key: Option<String>,
+    pub payload: Vec<u8>,
+    /// Stable across re-handling: `{source}/{partition}/{offset}/{n}`.
+    pub id: String,
+}
+
+/// Store writes and outbox records, to be committed together.
+#[derive(Debug, Default)]
+pub struct Effects {
+    pub writes: BTreeMap<(Namespace, String), Write>,
+    pub outbox: Vec<OutboxRecord>,
+}
+
+impl Effects {
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.outbox.is_empty()
+    }
+
+    /// Add the effects of later records on top of these.
+    fn absorb(&mut self, later: Effects) {
+        self.writes.extend(later.writes);
+        self.outbox.extend(later.outbox);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("handler store {}: {source}", path.display())]
+pub struct StateError {
+    path: PathBuf,
+    source: rusqlite::Error,
+}
+
+/// The store every handler instance of one host shares.
+pub struct StateStore {
+    layers: Mutex<Layers>,
+    path: PathBuf,
+}
+
+struct Layers {
+    record: Effects,
+    open: Effects,
+    /// Sealed effects by the number of their checkpoint, oldest first.
+    sealed: VecDeque<(u64, Effects)>,
+    /// Reads committed values; `None` for a store without a database.
+    reader: Option<Connection>,
+}
+
+/// Pages of `scan` are capped at this many pairs.
+pub const MAX_SCAN_LIMIT: u32 = 10_000;
+
+impl StateStore {
+    /// A store reading from the offsets database at `path` (whose tables
+    /// [`crate::offsets::OffsetStore::open`] creates; open that first).
+    pub fn open(path: &Path) -> Result<Self, StateError> {
+        let error = |source| StateError {
+            path: path.to_path_buf(),
+            source,
+        };
+        let reader = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(error)?;
+        reader.busy_timeout(Duration::from_secs(5)).map_err(error)?;
+        Ok(Self::with_reader(Some(reader), path.to_path_buf()))
+    }
+
+    /// A store without a database: writes live until they are taken for a
+    /// commit and are then gone. For benchmarks and in-process checks.
+    pub fn in_memory() -> Self {
+        Self::with_reader(None, PathBuf::from(":memory:"))
+    }
+
+    fn with_reader(reader: Option<Connection>, path: PathBuf) -> Self {
+        StateStore {
+            layers: Mutex::new(Layers {
+                record: Effects::default(),
+                open: Effects::default(),
+                sealed: VecDeque::new(),
+                reader,
+            }),
+            path,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Layers> {
+        // Every update of the layers is a single map operation: a panic
+        // elsewhere cannot leave them half-changed.
+        self.layers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn error(&self, source: rusqlite::Error) -> StateError {
+        StateError {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// The current value of `key`: staged writes first, then the database.
+    pub fn get(&self, namespace: &Namespace, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let layers = self.lock();
+        let wanted = (namespace.clone(), key.to_owned());
+        if let Some(write) = layers
+            .staged()
+            .find_map(|effects| effects.writes.get(&wanted))
+        {
+            return Ok(write.clone());
+        }
+        let Some(reader) = &layers.reader else {
+            return Ok(None);
+        };
+        let mut stmt = reader
+            .prepare_cached(
+                r#"SELECT "value" FROM handler_state WHERE "namespace" = ?1 AND "key" = ?2"#,
+            )
+            .map_err(|e| self.error(e))?;
+        stmt.query_row(params![&**namespace, key], |row| row.get(0))
+            .optional()
+            .map_err(|e| self.error(e))
+    }
+
+    /// Stage a put (`Some`) or delete (`None`) for the record being handled.
+    pub fn write(&self, namespace: &Namespace, key: String, value: Write) {
+        self.lock()
+            .record
+            .writes
+            .insert((namespace.clone(), key), value);
+    }
+
+    /// Up to `limit` live pairs of `namespace` whose key starts with
+    /// `prefix` and sorts after `after`, in key order.
+    pub fn scan(
+        &self,
+        namespace: &Namespace,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<(String, Vec<u8>)>, StateError> {
+        let limit = limit.min(MAX_SCAN_LIMIT) as usize;
+        let in_range = |key: &str| key.starts_with(prefix) && after.is_none_or(|a| key > a);
+        let layers = self.lock();
+        // Staged writes in range, the newest write of each key winning.
+        let mut staged: BTreeMap<String, &Write> = BTreeMap::new();
+        for effects in layers.staged_oldest_first() {
+            for ((ns, key), write) in &effects.writes {
+                if ns == namespace && in_range(key) {
+                    staged.insert(key.clone(), write);
+                }
+            }
+        }
+        let mut merged: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        if let Some(reader) = &layers.reader {
+            // Staged deletes can hide at most `staged.len()` stored rows.
+            let fetch = i64::try_from(limit + staged.len()).unwrap_or(i64::MAX);
+            let start = after.filter(|a| *a >= prefix).unwrap_or(prefix);
+            let mut stmt = reader
+                .prepare_cached(
+                    r#"SELECT "key", "value" FROM handler_state
+                       WHERE "namespace" = ?1 AND "key" >= ?2 ORDER BY "key" LIMIT ?3"#,
+                )
+                .map_err(|e| self.error(e))?;
+            let mut rows = stmt
+                .query(params![&**namespace, start, fetch + 1])
+                .map_err(|e| self.error(e))?;
+            while let Some(row) = rows.next().map_err(|e| self.error(e))? {
+                let key: String = row.get(0).map_err(|e| self.error(e))?;
+                if !key.starts_with(prefix) {
+                    break;
+                }
+                if in_range(&key) {
+                    merged.insert(key, row.get(1).map_err(|e| self.error(e))?);
+                }
+            }
+        }
+        for (key, write) in staged {
+            match write {
+                Some(value) => merged.insert(key, value.clone()),
+                None => merged.remove(&key),
+            };
+        }
+        Ok(merged.into_iter().take(limit).collect())
+    }
+
+    /// Stage a produced record for the outbox.
+    pub fn push_outbox(&self, record: OutboxRecord) {
+        self.lock().record.outbox.push(record);
+    }
+
+    /// A record is about to be handled: nothing of it is staged yet.
+    pub fn begin_record(&self) {
+        let mut layers = self.lock();
+        layers.record = Effects::default();
+    }
+
+    /// The record was handled: its effects go with the next checkpoint.
+    pub fn keep_record(&self) {
+        let mut layers = self.lock();
+        let record = std::mem::take(&mut layers.record);
+        if !record.is_empty() {
+            layers.open.absorb(record);
+        }
+    }
+
+    /// The record was not handled: forget what it wrote and produced.
+    pub fn discard_record(&self) {
+        self.lock().record = Effects::default();
+    }
+
+    /// Seal the open effects as part of checkpoint `batch`. Returns whether
+    /// there was anything to seal.
+    pub fn seal(&self, batch: u64) -> bool {
+        let mut layers = self.lock();
+        let open = std::mem::take(&mut layers.open);
+        if open.is_empty() {
+            return false;
+        }
+        layers.sealed.push_back((batch, open));
+        true
+    }
+
+    /// Take the effects of every checkpoint up to `batch`, merged, for the
+    /// transaction that stores their offsets. Reads fall through to the
+    /// database from now on, so commit them before the next record.
+    pub fn take_through(&self, batch: u64) -> Effects {
+        let mut layers = self.lock();
+        let mut taken = Effects::default();
+        while layers.sealed.front().is_some_and(|(b, _)| *b <= batch) {
+            if let Some((_, effects)) = layers.sealed.pop_front() {
+                taken.absorb(effects);
+            }
+        }
+        taken
+    }
+}
+
+impl Layers {
+    /// Staged effects, newest first.
+    fn staged(&self) -> impl Iterator<Item = &Effects> {
+        std::iter::once(&self.record)
+            .chain(std::iter::once(&self.open))
+            .chain(self.sealed.iter().rev().map(|(_, e)| e))
+    }
+
+    fn staged_oldest_first(&self) -> impl Iterator<Item = &Effects> {
+        self.sealed
+            .iter()
+            .map(|(_, e)| e)
+            .chain(std::iter::once(&self.open))
+            .chain(std::iter::once(&self.record))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::offsets::{Commit, OffsetStore};
+
+    fn ns(name: &str) -> Namespace {
+        name.into()
+    }
+
+    fn put(state: &StateStore, namespace: &str, key: &str, value: &str) {
+        state.write(&ns(namespace), key.into(), Some(value.as_bytes().to_vec()));
+    }
+
+    fn keys(pairs: Vec<(String, Vec<u8>)>) -> Vec<String> {
+        pairs.into_iter().map(|(k, _)| k).collect()
+    }
+
+    #[test]
+    fn layers_read_your_writes_and_discard_failed_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("offsets.sqlite3");
+        let mut offsets = OffsetStore::open(&path).unwrap();
+        let state = StateStore::open(&path).unwrap();
+        let a = ns("a");
+
+        state.begin_record();
+        put(&state, "a", "k1", "one");
+        assert_eq!(state.get(&a, "k1").unwrap(), Some(b"one".to_vec()));
+        state.keep_record();
+
+        state.begin_record();
+        put(&state, "a", "k1", "failed");
+        put(&state, "a", "k2", "failed");
+        state.discard_record();
+        assert_eq!(state.get(&a, "k1").unwrap(), Some(b"one".to_vec()));
+        assert_eq!(state.get(&a, "k2").unwrap(), None);
+        assert_eq!(state.get(&ns("b"), "k1").unwrap(), None, "namespaces");
+
+        assert!(state.seal(7));
+        let effects = state.take_through(7);
+        offsets
+            .commit(Commit {
+                offsets: vec![("t".into(), 0, 5)],
+                effects,
+                sent_through: None,
+            })
+            .unwrap();
+        assert_eq!(state.get(&a, "k1").unwrap(), Some(b"one".to_vec()));
+
+        state.begin_record();
+        state.write(&a, "k1".into(), None);
+        assert_eq!(
+            state.get(&a, "k1").unwrap(),
+            None,
+            "staged delete hides row"
+        );
+        state.keep_record();
+        assert_eq!(state.get(&a, "k1").unwrap(), None);
+    }
+
+    #[test]
+    fn scan_merges_staged_writes_over_stored_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("offsets.sqlite3");
+        let mut offsets = OffsetStore::open(&path).unwrap();
+        let state = StateStore::open(&path).unwrap();
+        let a = ns("a");
+        state.begin_record();
+        for key in ["p/1", "p/2", "p/3", "q/1"] {
+            put(&state, "a", key, key);
+        }
+        put(&state, "b", "p/9", "other namespace");
+        state.keep_record();
+        state.seal(1);
+        offsets
+            .commit(Commit {
+                offsets: Vec::new(),
+                effects: state.take_through(1),
+                sent_through: None,
+            })
+            .unwrap();
+        state.begin_record();
+        state.write(&a, "p/2".into(), None);
+        put(&state, "a", "p/25", "new");
+        let all = state.scan(&a, "p/", None, 100).unwrap();
+        assert_eq!(keys(all), ["p/1", "p/25", "p/3"]);
+        let page = state.scan(&a, "p/", Some("p/1"), 2).unwrap();
+        assert_eq!(keys(page), ["p/25", "p/3"]);
+        let page = state.scan(&a, "p/", None, 1).unwrap();
+        assert_eq!(page, vec![("p/1".to_owned(), b"p/1".to_vec())]);
+        assert!(state.scan(&a, "z", None, 10).unwrap().is_empty());
+    }
+}
