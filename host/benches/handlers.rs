@@ -127,6 +127,7 @@ fn main() {
     }
     let per_record = Some("isolation = \"per-record\"\n");
     let ok = r#"{"action":"ok"}"#;
+    let store_add = r#"{"action":"store-add","key":"counter"}"#;
     let echo_body = r#"{"text":"hello","n":[1,2,3]}"#;
     println!("per-record cost of handle()");
     let rows = [
@@ -137,6 +138,15 @@ fn main() {
             false,
             "chaos",
             ok,
+            200_000,
+        ),
+        (
+            "chaos store-add (get + put, staged), reused",
+            &chaos,
+            None,
+            false,
+            "chaos",
+            store_add,
             200_000,
         ),
         (

@@ -126,8 +126,9 @@ pub struct StoreScanArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ProduceMode {
     /// Stored in the outbox table in the transaction that commits the
-    /// triggering record's offset, published after it: a crash never
-    /// publishes a record whose trigger is handled again.
+    /// triggering record's offset, published after it with a
+    /// `LOGPIPE_MESSAGE_ID` header: a crash never publishes a record whose
+    /// trigger is handled again.
     Outbox,
     /// Sent at once; the offset commits after the broker acknowledges
     /// (at-least-once: a crash can publish a record again).
@@ -416,7 +417,7 @@ pub struct ConsumeArgs {
     )]
     pub shutdown_timeout_ms: u64,
 
-    /// Where handler output goes: `outbox` (stored with the offset, then published) or `direct`.
+    /// Where handler output goes: `outbox` (stored with the offset, then published with a LOGPIPE_MESSAGE_ID header: no duplicates but one per crash) or `direct` (sent at once, at least once).
     #[arg(
         long,
         env = "LOGPIPE_PRODUCE_MODE",

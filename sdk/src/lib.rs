@@ -267,8 +267,9 @@ impl Context {
     /// version and the given record key (`None` for an unkeyed record).
     ///
     /// The body is serialized to JSON here; the host wraps it in an envelope.
-    /// Delivery is confirmed by the host before the current record is
-    /// committed.
+    /// The host publishes it after the current record's commit (outbox
+    /// mode, the default; a record that is not handled publishes nothing)
+    /// or before it (direct mode).
     pub fn produce<M: Message>(
         &self,
         topic: &str,

@@ -164,6 +164,38 @@ impl Broker {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        self.index_headers();
+    }
+
+    /// tansu 0.6.0's SQLite schema has no index on record headers, and its
+    /// fetch looks the headers of every fetched record up one by one: once
+    /// a topic holds records with headers (outbox output, retry and
+    /// dead-letter copies), every fetch of every topic scans them all and
+    /// consumption slows to a crawl. The index its own DDL lacks fixes that;
+    /// tansu's behaviour is otherwise untouched.
+    fn index_headers(&self) {
+        let path = self.dir.path().join("tansu.db");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let done = rusqlite::Connection::open(&path).and_then(|conn| {
+                conn.busy_timeout(Duration::from_secs(5))?;
+                conn.execute_batch(
+                    "CREATE INDEX IF NOT EXISTS logpipe_tests_header_record \
+                     ON header (topition, offset_id)",
+                )
+            });
+            match done {
+                Ok(()) => return,
+                // The table appears when tansu has run its DDL.
+                Err(e) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "cannot index tansu's headers: {e}"
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
     }
 
     /// Kill the broker (as a crash would); its data stays for

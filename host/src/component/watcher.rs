@@ -113,8 +113,13 @@ pub fn watch(
 ) -> std::io::Result<(FolderWatcher, Receiver<Change>)> {
     let (changes, received) = mpsc::channel();
     let (wake, woken) = mpsc::channel::<()>();
-    let events = match notify::recommended_watcher(move |_| {
-        let _ = wake.send(());
+    let events = match notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // Our own scan opens and reads the folder, which inotify reports as
+        // access events: waking on those would rescan in a busy loop.
+        let is_access = matches!(&event, Ok(e) if e.kind.is_access());
+        if !is_access {
+            let _ = wake.send(());
+        }
     }) {
         Ok(mut watcher) => match watcher.watch(dir, RecursiveMode::NonRecursive) {
             Ok(()) => Some(watcher),

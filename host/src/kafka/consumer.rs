@@ -251,6 +251,8 @@ struct Consumption<'a> {
     index: HashMap<(usize, i32), usize>,
     since_commit: usize,
     last_commit: Instant,
+    /// When the store last committed a transaction.
+    last_store_commit: Instant,
     /// Staged offsets waiting for their delivery batch to be acknowledged,
     /// oldest first.
     awaiting: VecDeque<Sealed>,
@@ -289,6 +291,7 @@ pub fn consume(
         index: HashMap::new(),
         since_commit: 0,
         last_commit: Instant::now(),
+        last_store_commit: Instant::now(),
         awaiting: VecDeque::new(),
         awaiting_records: 0,
         first_record: None,
@@ -362,7 +365,8 @@ impl Consumption<'_> {
             return Ok(());
         }
         self.sink.confirm(self.options.shutdown_timeout)?;
-        if let Some(id) = self.relay.acknowledged(self.sink)? {
+        self.relay.poll(self.sink)?;
+        if let Some(id) = self.relay.take_acknowledged() {
             self.store.mark_sent_through(id)?;
         }
         Ok(())
@@ -891,10 +895,18 @@ impl Consumption<'_> {
         let effects = through
             .map(|batch| self.state.take_through(batch))
             .unwrap_or_default();
-        let sent_through = self.relay.acknowledged(self.sink)?;
-        if ready.is_empty() && effects.is_empty() && sent_through.is_none() {
+        // Deleting acknowledged outbox rows rides along with the next
+        // commit rather than costing a transaction (and an fsync) per
+        // acknowledgement; alone, it waits for the commit interval. Rows not
+        // yet deleted at a crash are published again (same id).
+        self.relay.poll(self.sink)?;
+        let delete_alone = self.relay.has_acknowledged()
+            && self.last_store_commit.elapsed() >= self.options.commit_interval;
+        if ready.is_empty() && effects.is_empty() && !delete_alone {
             return Ok(());
         }
+        let sent_through = self.relay.take_acknowledged();
+        self.last_store_commit = Instant::now();
         let topics = &self.topics;
         let partitions = &self.partitions;
         let offsets = ready

@@ -47,6 +47,8 @@ pub struct Relay {
     /// (producer batch, last row id in it, rows in it), oldest first.
     in_flight: VecDeque<(u64, i64, usize)>,
     rows: usize,
+    /// Rows up to this id are acknowledged but not yet deleted.
+    acknowledged: Option<i64>,
 }
 
 impl Relay {
@@ -70,19 +72,28 @@ impl Relay {
         Ok(())
     }
 
-    /// The highest row id up to which everything published is acknowledged
-    /// since the last call, if any.
-    pub fn acknowledged(&mut self, sink: &KafkaSink) -> Result<Option<i64>, DeliveryError> {
-        let mut through = None;
+    /// Note what the broker has acknowledged since the last call.
+    pub fn poll(&mut self, sink: &KafkaSink) -> Result<(), DeliveryError> {
         while let Some(&(batch, last, count)) = self.in_flight.front() {
             if !sink.is_acknowledged(batch)? {
                 break;
             }
             self.in_flight.pop_front();
             self.rows -= count;
-            through = Some(last);
+            self.acknowledged = Some(last);
         }
-        Ok(through)
+        Ok(())
+    }
+
+    /// Whether acknowledged rows wait to be deleted.
+    pub fn has_acknowledged(&self) -> bool {
+        self.acknowledged.is_some()
+    }
+
+    /// The id up to which rows are acknowledged and may be deleted; the
+    /// caller deletes them.
+    pub fn take_acknowledged(&mut self) -> Option<i64> {
+        self.acknowledged.take()
     }
 
     /// Rows published and not yet acknowledged.
