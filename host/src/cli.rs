@@ -118,6 +118,7 @@ pub struct StoreScanArgs {
     /// Only keys after this one (exclusive): the last key of the previous page.
     #[arg(long, value_name = "KEY")]
     pub after: Option<String>,
+    /// Print at most this many pairs.
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub limit: u32,
 }

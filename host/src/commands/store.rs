@@ -13,8 +13,22 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use crate::cli::{StoreArgs, StoreGetArgs, StoreScanArgs};
 
 fn open(path: &Path) -> anyhow::Result<Connection> {
-    Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .with_context(|| format!("cannot open {}", path.display()))
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let has_store: bool = conn
+        .query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'handler_state'",
+            [],
+            |row| row.get(0),
+        )
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    anyhow::ensure!(
+        has_store,
+        "{} has no handler store (table handler_state): is it a logpipe-host offsets file \
+         written by a version with the store?",
+        path.display()
+    );
+    Ok(conn)
 }
 
 /// Text when the value is UTF-8, else base64: the JSON line says which.
