@@ -51,6 +51,8 @@ export class Context {
   readonly timestampMs: number | undefined;
   /** The body as received (compact JSON text). */
   readonly bodyJson: string;
+  /** The handler's key-value store. */
+  readonly store: Store;
   /** JSON.stringify(body), then produceJson; throws ProduceError. */
   produce(topic: string, messageType: string, version: number, body: unknown, key?: string | null): void;
   /** Send JSON text as is; throws ProduceError. */
@@ -61,6 +63,18 @@ export class Context {
   info(text: unknown): void;
   warn(text: unknown): void;
   error(text: unknown): void;
+}
+
+/** The handler's key-value store (WIT `interface store`): writes commit
+ * with the record's offset, or are dropped if it is not handled. */
+export class Store {
+  get(key: string): Uint8Array | undefined;
+  put(key: string, value: Uint8Array | string): void;
+  delete(key: string): void;
+  scan(prefix?: string, after?: string | null, limit?: number): [string, Uint8Array][];
+  getText(key: string): string | undefined;
+  getJson(key: string): unknown;
+  putJson(key: string, value: unknown): void;
 }
 
 /** The WIT `host` interface (for a fake one in tests). */

@@ -47,6 +47,7 @@
 // everything beyond computing goes through `ctx`.
 
 import host from "logpipe:handler/host@0.1.0";
+import storeApi from "logpipe:handler/store@0.1.0";
 
 const U32_MAX = 0xffff_ffff;
 
@@ -139,6 +140,8 @@ export class Context {
     this.timestampMs = origin.timestampMs ?? undefined;
     this.bodyJson = envelope.body;
     Object.defineProperty(this, "_host", { value: hostApi });
+    /** The handler's key-value store (see `Store`). */
+    this.store = new Store();
     Object.freeze(this);
   }
 
@@ -200,6 +203,88 @@ export class Context {
 
   error(line) {
     this._host.log("error", text(line));
+  }
+}
+
+/** UTF-8 bytes of a string (the runtime has no TextEncoder). */
+function utf8Encode(value) {
+  const bytes = [];
+  for (const ch of String(value)) {
+    const c = ch.codePointAt(0);
+    if (c < 0x80) bytes.push(c);
+    else if (c < 0x800) bytes.push(0xc0 | (c >> 6), 0x80 | (c & 63));
+    else if (c < 0x10000) bytes.push(0xe0 | (c >> 12), 0x80 | ((c >> 6) & 63), 0x80 | (c & 63));
+    else bytes.push(0xf0 | (c >> 18), 0x80 | ((c >> 12) & 63), 0x80 | ((c >> 6) & 63), 0x80 | (c & 63));
+  }
+  return new Uint8Array(bytes);
+}
+
+/** The string of UTF-8 bytes (invalid sequences become U+FFFD). */
+function utf8Decode(bytes) {
+  let out = "";
+  for (let i = 0; i < bytes.length; ) {
+    const b = bytes[i];
+    const n = b < 0x80 ? 0 : b >= 0xf0 ? 3 : b >= 0xe0 ? 2 : b >= 0xc0 ? 1 : -1;
+    let c = n === 0 ? b : n === 1 ? b & 31 : n === 2 ? b & 15 : b & 7;
+    let ok = n >= 0 && i + n < bytes.length + (n === 0 ? 1 : 0);
+    for (let k = 1; ok && k <= n; k++) {
+      const next = bytes[i + k];
+      if ((next & 0xc0) !== 0x80) ok = false;
+      else c = (c << 6) | (next & 63);
+    }
+    out += ok ? String.fromCodePoint(c) : "\ufffd";
+    i += ok ? n + 1 : 1;
+  }
+  return out;
+}
+
+/** The handler's key-value store, kept by the host with the consumer's
+ * offsets (WIT `interface store`): writes made while handling a record are
+ * committed with its offset, or dropped if the record is not handled; reads
+ * see the handler's own writes at once. Keys are strings (ordered by their
+ * UTF-8 bytes), values bytes; the `Text` and `Json` variants convert. Get it
+ * as `ctx.store`. */
+export class Store {
+  constructor(api = storeApi) {
+    Object.defineProperty(this, "_api", { value: api });
+  }
+
+  /** The value under `key` (Uint8Array), or undefined. */
+  get(key) {
+    return this._api.get(text(key)) ?? undefined;
+  }
+
+  /** Store `value` (Uint8Array, or a string stored as UTF-8). */
+  put(key, value) {
+    this._api.put(text(key), typeof value === "string" ? utf8Encode(value) : value);
+  }
+
+  /** Remove `key` (a missing key is fine). */
+  delete(key) {
+    this._api.delete(text(key));
+  }
+
+  /** Up to `limit` [key, value] pairs whose key starts with `prefix`, in key
+   * order, after the key `after` when given. */
+  scan(prefix = "", after = undefined, limit = 100) {
+    return this._api.scan(text(prefix), after == null ? null : text(after), limit);
+  }
+
+  /** The value under `key` as text, or undefined. */
+  getText(key) {
+    const value = this.get(key);
+    return value === undefined ? undefined : utf8Decode(value);
+  }
+
+  /** The value under `key` parsed as JSON, or undefined. */
+  getJson(key) {
+    const value = this.getText(key);
+    return value === undefined ? undefined : JSON.parse(value);
+  }
+
+  /** Store `value` as JSON under `key`. */
+  putJson(key, value) {
+    this.put(key, JSON.stringify(value));
   }
 }
 

@@ -62,12 +62,14 @@ try:
     from componentize_py_types import Err as _Err
     from wit_world.exports import handler as _wit
     from wit_world.imports import host as _host
+    from wit_world.imports import store as _store
 
     Level = _host.Level
 except ImportError:  # pragma: no cover - only outside a component
     _Err = None
     _wit = None
     _host = None
+    _store = None
 
     class Level(enum.Enum):
         """Severity of a log line (mirrors the WIT ``level`` enum)."""
@@ -87,6 +89,7 @@ __all__ = [
     "ProduceError",
     "Reject",
     "Retry",
+    "Store",
     "export",
 ]
 
@@ -251,6 +254,11 @@ class Context:
                 raise ProduceError(err.value) from None
             raise
 
+    @property
+    def store(self):
+        """The handler's key-value store (a :class:`Store`)."""
+        return Store()
+
     def log(self, level, text):
         """Write a line to the host's log, tagged with this handler and
         record. ``level``: a :class:`Level` or "trace", "debug", "info",
@@ -280,6 +288,49 @@ class Context:
             f"key={self.key!r}, source={self.source!r}, partition={self.partition!r}, "
             f"offset={self.offset!r})"
         )
+
+
+class Store:
+    """The handler's key-value store, kept by the host with the consumer's
+    offsets (WIT ``interface store``). Writes made while handling a record
+    are committed with that record's offset, or dropped if the record is not
+    handled; reads see the handler's own writes at once. Keys are ``str``
+    (ordered by their UTF-8 bytes), values ``bytes``. Get it as
+    ``ctx.store``."""
+
+    __slots__ = ("_api",)
+
+    def __init__(self, api=None):
+        # Anything with the WIT store's functions; the bindings by default.
+        self._api = api if api is not None else _store
+
+    def get(self, key):
+        """The value under ``key`` (bytes), or None."""
+        return self._api.get(key)
+
+    def put(self, key, value):
+        """Store ``value`` (bytes; str is stored as UTF-8) under ``key``."""
+        if isinstance(value, str):
+            value = value.encode()
+        self._api.put(key, bytes(value))
+
+    def delete(self, key):
+        """Remove ``key`` (a missing key is fine)."""
+        self._api.delete(key)
+
+    def scan(self, prefix="", after=None, limit=100):
+        """Up to ``limit`` ``(key, value)`` pairs whose key starts with
+        ``prefix``, in key order, after the key ``after`` when given."""
+        return [(k, v) for k, v in self._api.scan(prefix, after, limit)]
+
+    def get_json(self, key):
+        """The value under ``key`` parsed as JSON, or None."""
+        value = self.get(key)
+        return None if value is None else json.loads(value)
+
+    def put_json(self, key, value):
+        """Store ``value`` as compact JSON under ``key``."""
+        self.put(key, json.dumps(value, separators=(",", ":"), ensure_ascii=False))
 
 
 class MessageHandler:

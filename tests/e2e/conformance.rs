@@ -249,3 +249,39 @@ fn every_language_is_held_to_the_same_limits() {
         }
     }
 }
+
+/// The store through each language's SDK (C: the raw bindings): writes,
+/// reads of uncommitted writes, ordered scans by prefix, deletes.
+#[test]
+fn every_language_reads_its_own_store_writes() {
+    for (language, dir) in languages() {
+        let mut loaded = Loaded::from_file(&dir.join("chaos.wasm"), None, limits(), false);
+        let handler = loaded.handler("chaos", 1);
+        let call = |action: &str, key: &str| {
+            let body = format!(r#"{{"action":"{action}","key":"{key}"}}"#);
+            raw_envelope("chaos", &body, None)
+        };
+        for _ in 0..3 {
+            assert_eq!(
+                handler.handle(&call("store-add", "n/b")),
+                HandleOutcome::Handled,
+                "{language}"
+            );
+        }
+        assert_eq!(
+            handler.handle(&call("store-add", "n/a")),
+            HandleOutcome::Handled
+        );
+        let expect = |outcome: HandleOutcome, text: &str| {
+            assert_eq!(outcome, HandleOutcome::Rejected(text.into()), "{language}");
+        };
+        expect(handler.handle(&call("store-get", "n/b")), "got 3");
+        expect(handler.handle(&call("store-scan", "n/")), "keys n/a,n/b");
+        assert_eq!(
+            handler.handle(&call("store-delete", "n/b")),
+            HandleOutcome::Handled
+        );
+        expect(handler.handle(&call("store-get", "n/b")), "got nothing");
+        expect(handler.handle(&call("store-scan", "n/")), "keys n/a");
+    }
+}

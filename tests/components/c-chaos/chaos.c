@@ -7,7 +7,12 @@
 // - "alloc": allocate and fill 1 MiB blocks forever (for the memory limit).
 // - "produce-bad-json": produce "{not json" to "chaos-out" and reject with
 //   "produce failed: <host error>".
+// - "store-add": read field "key" as a decimal counter (0 when missing), add
+//   one, store it; "store-get": reject "got VALUE" or "got nothing";
+//   "store-delete": delete it; "store-scan": reject "keys K1,K2,..." for the
+//   keys under prefix "key" (the store through the raw bindings).
 // - anything else: reject "unknown action".
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -56,12 +61,12 @@ static bool reject_with(handle_error_t *err, const char *prefix, string_t *detai
 
 static bool is_space(uint8_t c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
-// Finds the string value of the first "action" member of a JSON object: a
-// plain text scan, good enough for a test fixture. The value is returned raw
-// (escapes are not decoded). Returns false if there is none.
-static bool find_action(const string_t *body, string_t *action) {
-    static const char key[] = "\"action\"";
-    const size_t key_len = sizeof key - 1;
+// Finds the string value of the first member `key` (quoted, e.g.
+// "\"action\"") of a JSON object: a plain text scan, good enough for a test
+// fixture. The value is returned raw (escapes are not decoded) and points
+// into `body`. Returns false if there is none.
+static bool find_string(const string_t *body, const char *key, string_t *action) {
+    const size_t key_len = strlen(key);
     const uint8_t *s = body->ptr;
     size_t n = body->len;
     for (size_t i = 0; i + key_len <= n; i++) {
@@ -81,8 +86,67 @@ static bool find_action(const string_t *body, string_t *action) {
     return false;
 }
 
+static bool find_action(const string_t *body, string_t *action) {
+    return find_string(body, "\"action\"", action);
+}
+
 static bool is(const string_t *action, const char *name) {
     return action->len == strlen(name) && memcmp(action->ptr, name, action->len) == 0;
+}
+
+// A copy of `bytes` as a string the bindings may free.
+static string_t copy(const uint8_t *bytes, size_t len) {
+    uint8_t *ptr = malloc(len ? len : 1);
+    if (ptr == NULL) __builtin_trap();
+    memcpy(ptr, bytes, len);
+    return (string_t){ptr, len};
+}
+
+// The store actions; `key` points into the body.
+static bool store_action(const string_t *action, string_t *key, handle_error_t *err, bool *handled) {
+    *handled = true;
+    logpipe_handler_list_u8_t value;
+    if (is(action, "store-add")) {
+        unsigned long long n = 0;
+        if (logpipe_handler_store_get(key, &value)) {
+            for (size_t i = 0; i < value.len; i++) n = n * 10 + (value.ptr[i] - '0');
+            logpipe_handler_list_u8_free(&value);
+        }
+        char text[24];
+        int len = snprintf(text, sizeof text, "%llu", n + 1);
+        logpipe_handler_list_u8_t next = {(uint8_t *)text, (size_t)len};
+        logpipe_handler_store_put(key, &next);
+        return true;
+    }
+    if (is(action, "store-get")) {
+        if (!logpipe_handler_store_get(key, &value)) return reject(err, "got nothing");
+        string_t detail = copy(value.ptr, value.len);
+        logpipe_handler_list_u8_free(&value);
+        return reject_with(err, "got ", &detail);
+    }
+    if (is(action, "store-delete")) {
+        logpipe_handler_store_delete(key);
+        return true;
+    }
+    if (is(action, "store-scan")) {
+        logpipe_handler_list_tuple2_string_list_u8_t pairs;
+        logpipe_handler_store_scan(key, NULL, 1000, &pairs);
+        size_t len = 0;
+        for (size_t i = 0; i < pairs.len; i++) len += pairs.ptr[i].f0.len + 1;
+        uint8_t *text = malloc(len ? len : 1);
+        if (text == NULL) __builtin_trap();
+        size_t at = 0;
+        for (size_t i = 0; i < pairs.len; i++) {
+            if (i > 0) text[at++] = ',';
+            memcpy(text + at, pairs.ptr[i].f0.ptr, pairs.ptr[i].f0.len);
+            at += pairs.ptr[i].f0.len;
+        }
+        logpipe_handler_list_tuple2_string_list_u8_free(&pairs);
+        string_t detail = {text, at};
+        return reject_with(err, "keys ", &detail);
+    }
+    *handled = false;
+    return false;
 }
 
 static bool run(envelope_t *msg, handle_error_t *err) {
@@ -118,6 +182,11 @@ static bool run(envelope_t *msg, handle_error_t *err) {
             return reject(err, "produce failed: host accepted bad JSON");
         return reject_with(err, "produce failed: ", &host_error);
     }
+    string_t key = {(uint8_t *)"", 0};
+    find_string(&msg->body, "\"key\"", &key);
+    bool handled;
+    bool ok = store_action(&action, &key, err, &handled);
+    if (handled) return ok;
     return reject(err, "unknown action");
 }
 

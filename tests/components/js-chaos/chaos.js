@@ -24,6 +24,8 @@
 //   the first produce error becomes reject "produce failed: <host error>".
 // - "flaky": retry for the first "fails" calls with the same "id", then return
 //   (logging "flaky ID: succeeded on call N" at info).
+// - "store-add", "store-get", "store-delete", "store-scan": the store, as in
+//   the Rust chaos (field "key").
 // - "count": reject "count N", N being the "count" calls this instance has
 //   served (1 for a fresh instance).
 // - anything else: reject 'unknown action "NAME"'. That includes the Rust
@@ -128,6 +130,20 @@ export const handler = defineHandler({
       case "count":
         calls += 1;
         throw new Reject(`count ${calls}`);
+      case "store-add": {
+        const current = ctx.store.getText(cmd.key ?? "") ?? "0";
+        ctx.store.put(cmd.key ?? "", String(Number(current) + 1));
+        return;
+      }
+      case "store-get": {
+        const value = ctx.store.getText(cmd.key ?? "");
+        throw new Reject(value === undefined ? "got nothing" : `got ${value}`);
+      }
+      case "store-delete":
+        ctx.store.delete(cmd.key ?? "");
+        return;
+      case "store-scan":
+        throw new Reject(`keys ${ctx.store.scan(cmd.key ?? "", null, 1000).map(([k]) => k).join(",")}`);
       default:
         throw new Reject(`unknown action ${JSON.stringify(cmd.action)}`);
     }

@@ -33,6 +33,10 @@ The body is {"action": "...", ...}. Actions:
 - "print": write "chaos stdout line" to stdout, "chaos stderr line" to stderr.
 - "flaky": retry for the first "fails" calls with the same "id", then return
   (logging "flaky ID: succeeded on call N" at info).
+- "store-add": read field "key" as a decimal counter (0 when missing), add
+  one, store it; "store-get": reject "got VALUE" or "got nothing";
+  "store-delete": delete it; "store-scan": reject "keys K1,K2,..." for the
+  keys under prefix "key" (the same actions as the Rust chaos).
 - "count": reject "count N", N being the "count" calls this instance has
   served (1 for a fresh instance).
 - anything else: reject "unknown action 'NAME'".
@@ -194,4 +198,18 @@ class Chaos(MessageHandler):
         if action == "count":
             CALLS += 1
             raise Reject(f"count {CALLS}")
+        key = cmd.get("key") or ""
+        if action == "store-add":
+            current = ctx.store.get(key)
+            ctx.store.put(key, str(int(current or b"0") + 1))
+            return
+        if action == "store-get":
+            value = ctx.store.get(key)
+            raise Reject("got nothing" if value is None else f"got {value.decode()}")
+        if action == "store-delete":
+            ctx.store.delete(key)
+            return
+        if action == "store-scan":
+            keys = [k for k, _ in ctx.store.scan(key, None, 1000)]
+            raise Reject("keys " + ",".join(keys))
         raise Reject(f"unknown action {action!r}")
