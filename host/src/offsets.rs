@@ -7,6 +7,8 @@
 //! serializer's rows and the offset in one `transaction.atomic()`.
 
 use std::collections::HashMap;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -26,6 +28,64 @@ pub enum OffsetError {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    #[error(
+        "offset store {} is in use by another logpipe-host ({holder}); a store belongs to one \
+         host: give each host its own --offsets file",
+        path.display()
+    )]
+    InUse { path: PathBuf, holder: String },
+    #[error("cannot lock offset store {}: {source}", path.display())]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A host's exclusive claim on an offsets file, held until it is dropped or
+/// the process ends (even by `kill -9`: the kernel drops the lock). Two
+/// hosts on one file would each handle every record.
+pub struct HostLock {
+    _file: File,
+}
+
+impl HostLock {
+    /// Claim `db` through `db` + `.lock`, which records the holder's pid.
+    pub fn acquire(db: &Path) -> Result<Self, OffsetError> {
+        let mut name = db.as_os_str().to_owned();
+        name.push(".lock");
+        let path = PathBuf::from(name);
+        let error = |source| OffsetError::Lock {
+            path: path.clone(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(error)?;
+        match file.try_lock() {
+            Ok(()) => {
+                file.set_len(0).map_err(error)?;
+                file.rewind().map_err(error)?;
+                write!(file, "pid {}", std::process::id()).map_err(error)?;
+                Ok(HostLock { _file: file })
+            }
+            Err(TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                if holder.trim().is_empty() {
+                    holder = "pid unknown".into();
+                }
+                Err(OffsetError::InUse {
+                    path: db.to_path_buf(),
+                    holder: holder.trim().to_owned(),
+                })
+            }
+            Err(TryLockError::Error(source)) => Err(error(source)),
+        }
+    }
 }
 
 /// One partition's progress: the next offset to read.
@@ -255,6 +315,21 @@ impl OffsetStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_second_claim_on_a_held_store_is_refused_naming_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("offsets.sqlite3");
+        let held = HostLock::acquire(&path).unwrap();
+        let err = HostLock::acquire(&path).err().expect("refused").to_string();
+        assert!(
+            err.contains("in use by another logpipe-host")
+                && err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+        drop(held);
+        HostLock::acquire(&path).expect("free again once dropped");
+    }
 
     #[test]
     fn commits_and_reads_back_next_offsets() {

@@ -192,3 +192,35 @@ fn handlers_list_shows_every_file_and_why_one_is_refused() {
         .arg(handlers.path());
     finish(command, None, LIMIT).assert_code(0);
 }
+
+#[test]
+fn refuses_a_second_host_on_the_same_offsets_file() {
+    let broker = Broker::start();
+    let topic = unique("claimed");
+    broker.create_topic(&topic, 1);
+    let work = tempfile::tempdir().unwrap();
+    let offsets = work.path().join("offsets.sqlite3");
+    let mut first = run_command(&broker, &example_handlers(), &topic, &offsets);
+    first.args(["--consumer-timeout-ms", "60000"]);
+    let first = Running::start(first);
+    first.wait_for("handlers ready", 1, LIMIT);
+
+    let mut second = run_command(&broker, &example_handlers(), &topic, &offsets);
+    second.args(["--consumer-timeout-ms", "500"]);
+    let second = finish(second, None, LIMIT);
+    second.assert_code(1);
+    let expected = format!("pid {}", first.pid());
+    assert!(
+        second.stderr.contains("is in use by another logpipe-host")
+            && second.stderr.contains(&expected),
+        "{}",
+        second.stderr
+    );
+    first.terminate();
+    first.wait(LIMIT).assert_code(0);
+
+    // Once the first host is gone, the file is free again.
+    let mut third = run_command(&broker, &example_handlers(), &topic, &offsets);
+    third.args(["--consumer-timeout-ms", "500"]);
+    finish(third, None, LIMIT).assert_code(0);
+}

@@ -20,7 +20,7 @@ use crate::kafka::consumer::{self, ConsumeOptions, StopReason};
 use crate::kafka::outbox::OutboxSink;
 use crate::kafka::topics::{self, TopicNames};
 use crate::kafka::{KafkaSettings, KafkaSink};
-use crate::offsets::OffsetStore;
+use crate::offsets::{HostLock, OffsetStore};
 use crate::state::StateStore;
 
 pub fn run(args: RunArgs, shutdown: &AtomicBool) -> anyhow::Result<ExitCode> {
@@ -55,6 +55,7 @@ pub fn consume_with_handlers(
     shutdown: &AtomicBool,
     create_topics: CreateTopics<'_>,
 ) -> anyhow::Result<ExitCode> {
+    let _claim = HostLock::acquire(offsets)?;
     let sink = Arc::new(KafkaSink::new(settings).context("cannot start the producer")?);
     let mut store = OffsetStore::open(offsets)?;
     let state = Arc::new(StateStore::open(offsets)?);
