@@ -22,9 +22,24 @@ pub struct Produced<'a> {
     pub key: Option<&'a str>,
     /// The rendered envelope.
     pub payload: Vec<u8>,
-    /// `{source}/{partition}/{offset}/{n}`: the n-th record produced while
-    /// handling that record; the same every time the record is handled.
-    pub id: String,
+    /// The record being handled when it was produced.
+    pub origin: &'a RecordContext,
+    /// Which `produce` call of that `handle` call it came from (1 for the
+    /// first).
+    pub seq: u32,
+}
+
+impl Produced<'_> {
+    /// `{source}/{partition}/{offset}/{n}`: the same every time the record
+    /// is handled. Formatted only by sinks that need it (the outbox).
+    pub fn id(&self) -> String {
+        let RecordContext {
+            topic,
+            partition,
+            offset,
+        } = self.origin;
+        format!("{topic}/{partition}/{offset}/{}", self.seq)
+    }
 }
 
 /// Where produced records go: the backend the records come from, directly
@@ -52,7 +67,7 @@ pub struct HostServices {
 }
 
 /// The record being handled, for log lines the guest writes.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecordContext {
     pub topic: String,
     pub partition: String,
@@ -166,16 +181,11 @@ impl Host for HostState {
         key: Option<String>,
         body_json: String,
     ) -> wasmtime::Result<Result<(), String>> {
-        let started = Instant::now();
-        let result = self.produce_inner(topic, message_type, version, key, body_json);
-        self.host_time += started.elapsed();
-        result
+        self.timed(|state| state.produce_inner(topic, message_type, version, key, body_json))
     }
 
     fn log(&mut self, level: Level, text: String) {
-        let started = Instant::now();
-        self.log_line(level, &text);
-        self.host_time += started.elapsed();
+        self.timed(|state| state.log_line(level, &text));
     }
 }
 
@@ -222,17 +232,12 @@ impl HostState {
                 limit: limits.max_produce_bytes,
             }));
         }
-        let RecordContext {
-            topic: source,
-            partition,
-            offset,
-        } = &self.record;
-        let id = format!("{source}/{partition}/{offset}/{}", self.produced_calls);
         Ok(self.services.sink.send(Produced {
             topic: &topic,
             key: key.as_deref(),
             payload,
-            id,
+            origin: &self.record,
+            seq: self.produced_calls,
         }))
     }
 
@@ -260,9 +265,7 @@ impl HostState {
 
 impl StoreHost for HostState {
     fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
-        let started = Instant::now();
-        let result = self.services.state.get(&self.namespace, &key);
-        self.host_time += started.elapsed();
+        let result = self.timed(|state| state.services.state.get(&state.namespace, &key));
         result.map_err(|e| self.limiter.store_failure(e.to_string()))
     }
 
@@ -284,17 +287,24 @@ impl StoreHost for HostState {
         after: Option<String>,
         limit: u32,
     ) -> wasmtime::Result<Vec<(String, Vec<u8>)>> {
-        let started = Instant::now();
-        let result = self
-            .services
-            .state
-            .scan(&self.namespace, &prefix, after.as_deref(), limit);
-        self.host_time += started.elapsed();
+        let result = self.timed(|state| {
+            let namespace = &state.namespace;
+            (state.services.state).scan(namespace, &prefix, after.as_deref(), limit)
+        });
         result.map_err(|e| self.limiter.store_failure(e.to_string()))
     }
 }
 
 impl HostState {
+    /// Run a host function, counting its time as the host's, not the
+    /// guest's (see [`HostState::guest_time`]).
+    fn timed<T>(&mut self, call: impl FnOnce(&mut Self) -> T) -> T {
+        let started = Instant::now();
+        let result = call(self);
+        self.host_time += started.elapsed();
+        result
+    }
+
     /// Enforce the store limits on one write; exceeding one ends the call.
     fn check_write(&mut self, key: &str, value_len: Option<usize>) -> wasmtime::Result<()> {
         let limits = self.config.limits;

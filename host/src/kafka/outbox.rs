@@ -31,11 +31,12 @@ impl MessageSink for OutboxSink {
         self.kafka
             .check_topic(record.topic)
             .map_err(|e| e.to_string())?;
+        let id = record.id();
         self.state.push_outbox(OutboxRecord {
             topic: record.topic.to_owned(),
             key: record.key.map(str::to_owned),
             payload: record.payload,
-            id: record.id,
+            id,
         });
         Ok(())
     }
