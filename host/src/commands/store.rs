@@ -1,6 +1,6 @@
 //! `logpipe-host store get|scan|export`: what handlers stored, for
-//! operators. Reads the database read-only, so it is safe while a host runs
-//! (it sees what is committed).
+//! operators. Reads through the handlers' own [`StateStore`], read-only, so
+//! it is safe while a host runs (it sees what is committed).
 
 use std::io::Write;
 use std::path::Path;
@@ -8,11 +8,13 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use base64::Engine as _;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags};
 
 use crate::cli::{StoreArgs, StoreGetArgs, StoreScanArgs};
+use crate::state::{MAX_SCAN_LIMIT, Namespace, StateStore};
 
-fn open(path: &Path) -> anyhow::Result<Connection> {
+/// The store in `path`, refusing a file that has none.
+fn open(path: &Path) -> anyhow::Result<StateStore> {
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .with_context(|| format!("cannot open {}", path.display()))?;
     let has_store: bool = conn
@@ -28,87 +30,76 @@ fn open(path: &Path) -> anyhow::Result<Connection> {
          written by a version with the store?",
         path.display()
     );
-    Ok(conn)
+    Ok(StateStore::open(path)?)
+}
+
+fn base64(value: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(value)
 }
 
 /// Text when the value is UTF-8, else base64: the JSON line says which.
 fn value_json(key: &str, value: &[u8]) -> serde_json::Value {
     match std::str::from_utf8(value) {
         Ok(text) => serde_json::json!({ "key": key, "value": text }),
-        Err(_) => serde_json::json!({
-            "key": key,
-            "value_base64": base64::engine::general_purpose::STANDARD.encode(value),
-        }),
+        Err(_) => serde_json::json!({ "key": key, "value_base64": base64(value) }),
     }
 }
 
 pub fn get(args: StoreGetArgs) -> anyhow::Result<ExitCode> {
-    let conn = open(&args.store.offsets)?;
-    let value: Option<Vec<u8>> = conn
-        .query_row(
-            r#"SELECT "value" FROM handler_state WHERE "namespace" = ?1 AND "key" = ?2"#,
-            params![args.store.handler, args.key],
-            |row| row.get(0),
-        )
-        .optional()
-        .context("cannot read the store")?;
-    let Some(value) = value else {
-        eprintln!(
-            "no key {:?} in namespace {:?}",
-            args.key, args.store.handler
-        );
+    let store = open(&args.store.offsets)?;
+    let namespace: Namespace = args.store.handler.as_str().into();
+    let Some(value) = store.get(&namespace, &args.key)? else {
+        eprintln!("no key {:?} in namespace {namespace:?}", args.key);
         return Ok(ExitCode::FAILURE);
     };
-    let mut out = std::io::stdout().lock();
-    match std::str::from_utf8(&value) {
-        Ok(text) => writeln!(out, "{text}")?,
-        Err(_) => writeln!(
-            out,
-            "{}",
-            base64::engine::general_purpose::STANDARD.encode(&value)
-        )?,
-    }
+    let text = match std::str::from_utf8(&value) {
+        Ok(text) => text.to_owned(),
+        Err(_) => base64(&value),
+    };
+    writeln!(std::io::stdout().lock(), "{text}")?;
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn scan(args: StoreScanArgs) -> anyhow::Result<ExitCode> {
-    let conn = open(&args.store.offsets)?;
-    let after = args.after.as_deref().unwrap_or("");
-    let mut stmt = conn.prepare(
-        r#"SELECT "key", "value" FROM handler_state
-           WHERE "namespace" = ?1 AND "key" >= ?2 AND "key" > ?3 ORDER BY "key""#,
-    )?;
-    let mut rows = stmt.query(params![args.store.handler, args.prefix, after])?;
-    print_rows(&mut rows, &args.prefix, Some(args.limit))
+    let store = open(&args.store.offsets)?;
+    print_pairs(
+        &store,
+        &args.store.handler,
+        &args.prefix,
+        args.after,
+        Some(args.limit),
+    )
 }
 
 pub fn export(args: StoreArgs) -> anyhow::Result<ExitCode> {
-    let conn = open(&args.offsets)?;
-    let mut stmt = conn.prepare(
-        r#"SELECT "key", "value" FROM handler_state WHERE "namespace" = ?1 ORDER BY "key""#,
-    )?;
-    let mut rows = stmt.query(params![args.handler])?;
-    print_rows(&mut rows, "", None)
+    let store = open(&args.offsets)?;
+    print_pairs(&store, &args.handler, "", None, None)
 }
 
-fn print_rows(
-    rows: &mut rusqlite::Rows<'_>,
+/// Print pairs in key order, a page at a time, up to `limit` (all without).
+fn print_pairs(
+    store: &StateStore,
+    namespace: &str,
     prefix: &str,
+    mut after: Option<String>,
     limit: Option<u32>,
 ) -> anyhow::Result<ExitCode> {
+    let namespace: Namespace = namespace.into();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let mut printed = 0u32;
-    while let Some(row) = rows.next()? {
-        if limit.is_some_and(|limit| printed >= limit) {
-            break;
+    let mut left = limit.unwrap_or(u32::MAX);
+    while left > 0 {
+        let page = store.scan(
+            &namespace,
+            prefix,
+            after.as_deref(),
+            left.min(MAX_SCAN_LIMIT),
+        )?;
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        left = left.saturating_sub(u32::try_from(page.len()).unwrap_or(u32::MAX));
+        for (key, value) in &page {
+            writeln!(out, "{}", value_json(key, value))?;
         }
-        let key: String = row.get(0)?;
-        if !key.starts_with(prefix) {
-            break;
-        }
-        let value: Vec<u8> = row.get(1)?;
-        writeln!(out, "{}", value_json(&key, &value))?;
-        printed += 1;
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
