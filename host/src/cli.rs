@@ -91,14 +91,21 @@ pub struct StoreArgs {
     #[arg(long, value_name = "NAME")]
     pub handler: String,
 
-    /// SQLite file holding offsets and the store.
+    #[command(flatten)]
+    pub offsets: OffsetsFile,
+}
+
+/// The SQLite file of `run` and `store`.
+#[derive(Debug, Args)]
+pub struct OffsetsFile {
+    /// SQLite file holding the offsets, the handlers' store and the outbox (`run` creates it if missing).
     #[arg(
-        long,
+        long = "offsets",
         env = "LOGPIPE_OFFSETS",
         default_value = "./logpipe-offsets.sqlite3",
         value_name = "PATH"
     )]
-    pub offsets: PathBuf,
+    pub path: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -463,15 +470,8 @@ pub struct RunArgs {
     pub consume: ConsumeArgs,
     #[command(flatten)]
     pub kafka: KafkaArgs,
-
-    /// SQLite file holding the offsets (created if missing).
-    #[arg(
-        long,
-        env = "LOGPIPE_OFFSETS",
-        default_value = "./logpipe-offsets.sqlite3",
-        value_name = "PATH"
-    )]
-    pub offsets: PathBuf,
+    #[command(flatten)]
+    pub offsets: OffsetsFile,
 }
 
 #[derive(Debug, Args)]

@@ -298,16 +298,23 @@ mod tests {
         state.write(&ns(namespace), key.into(), Some(value.as_bytes().to_vec()));
     }
 
+    /// A fresh offsets database and a store reading it (the folder lives as
+    /// long as the first element).
+    fn database() -> (tempfile::TempDir, OffsetStore, StateStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("offsets.sqlite3");
+        let offsets = OffsetStore::open(&path).unwrap();
+        let state = StateStore::open(&path).unwrap();
+        (dir, offsets, state)
+    }
+
     fn keys(pairs: Vec<(String, Vec<u8>)>) -> Vec<String> {
         pairs.into_iter().map(|(k, _)| k).collect()
     }
 
     #[test]
     fn layers_read_your_writes_and_discard_failed_records() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("offsets.sqlite3");
-        let mut offsets = OffsetStore::open(&path).unwrap();
-        let state = StateStore::open(&path).unwrap();
+        let (_dir, mut offsets, state) = database();
         let a = ns("a");
 
         state.begin_record();
@@ -347,10 +354,7 @@ mod tests {
 
     #[test]
     fn scan_merges_staged_writes_over_stored_rows() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("offsets.sqlite3");
-        let mut offsets = OffsetStore::open(&path).unwrap();
-        let state = StateStore::open(&path).unwrap();
+        let (_dir, mut offsets, state) = database();
         let a = ns("a");
         state.begin_record();
         for key in ["p/1", "p/2", "p/3", "q/1"] {

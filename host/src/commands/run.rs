@@ -35,7 +35,7 @@ pub fn run(args: RunArgs, shutdown: &AtomicBool) -> anyhow::Result<ExitCode> {
         &args.handler,
         &args.consume,
         &settings,
-        &args.offsets,
+        &args.offsets.path,
         shutdown,
         &create,
     )

@@ -46,7 +46,7 @@ fn value_json(key: &str, value: &[u8]) -> serde_json::Value {
 }
 
 pub fn get(args: StoreGetArgs) -> anyhow::Result<ExitCode> {
-    let store = open(&args.store.offsets)?;
+    let store = open(&args.store.offsets.path)?;
     let namespace: Namespace = args.store.handler.as_str().into();
     let Some(value) = store.get(&namespace, &args.key)? else {
         eprintln!("no key {:?} in namespace {namespace:?}", args.key);
@@ -61,7 +61,7 @@ pub fn get(args: StoreGetArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn scan(args: StoreScanArgs) -> anyhow::Result<ExitCode> {
-    let store = open(&args.store.offsets)?;
+    let store = open(&args.store.offsets.path)?;
     print_pairs(
         &store,
         &args.store.handler,
@@ -72,7 +72,7 @@ pub fn scan(args: StoreScanArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn export(args: StoreArgs) -> anyhow::Result<ExitCode> {
-    let store = open(&args.offsets)?;
+    let store = open(&args.offsets.path)?;
     print_pairs(&store, &args.handler, "", None, None)
 }
 
