@@ -357,15 +357,23 @@ impl EnvelopeArgs {
 /// How records are consumed and committed.
 #[derive(Debug, Args)]
 pub struct ConsumeArgs {
-    /// Topic to consume (repeatable); every partition is assigned.
+    /// Kafka topic to consume (repeatable); every partition is assigned. `run` takes --topic or --stream.
     #[arg(
         long = "topic",
         env = "LOGPIPE_TOPIC",
         value_delimiter = ',',
-        required = true,
         value_name = "TOPIC"
     )]
     pub topics: Vec<String>,
+
+    /// Hand a record to its handler only once it is this old (logpipe's MIN_MESSAGE_LAG_MS): Kafka record timestamp, Kinesis arrival time.
+    #[arg(
+        long,
+        env = "LOGPIPE_MIN_MESSAGE_LAG_MS",
+        default_value_t = 0,
+        value_name = "MS"
+    )]
+    pub min_message_lag_ms: u64,
 
     /// Stop (exit 0, after committing) when no record arrived for this long.
     #[arg(long, env = "LOGPIPE_CONSUMER_TIMEOUT_MS", value_name = "MS")]
@@ -462,6 +470,92 @@ pub struct KafkaArgs {
     pub properties: Vec<(String, String)>,
 }
 
+/// Where a shard with no stored position starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[clap(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum InitialIterator {
+    /// The oldest record the stream keeps.
+    TrimHorizon,
+    /// Only records written after the start.
+    Latest,
+}
+
+/// Kinesis connection (the standard AWS region and credential chain).
+#[derive(Debug, Args)]
+pub struct KinesisArgs {
+    /// AWS region of the streams [default: the AWS chain: AWS_REGION, profile...].
+    #[arg(long, env = "LOGPIPE_KINESIS_REGION", value_name = "REGION")]
+    pub kinesis_region: Option<String>,
+
+    /// Kinesis endpoint, for local servers such as kinesalite (e.g. http://127.0.0.1:4567).
+    #[arg(long, env = "LOGPIPE_KINESIS_ENDPOINT", value_name = "URL")]
+    pub kinesis_endpoint: Option<String>,
+
+    /// Last sequence numbers kept per stream, for PutRecord's SequenceNumberForOrdering (logpipe's KINESIS_SEQ_NUM_CACHE_SIZE).
+    #[arg(
+        long,
+        env = "LOGPIPE_KINESIS_SEQ_NUM_CACHE_SIZE",
+        default_value_t = 1000,
+        value_name = "KEYS"
+    )]
+    pub kinesis_seq_num_cache_size: usize,
+}
+
+impl KinesisArgs {
+    pub fn settings(&self) -> crate::kinesis::KinesisSettings {
+        crate::kinesis::KinesisSettings {
+            region: self.kinesis_region.clone(),
+            endpoint: self.kinesis_endpoint.clone(),
+        }
+    }
+}
+
+/// What `run --stream` reads.
+#[derive(Debug, Args)]
+pub struct StreamArgs {
+    /// Kinesis stream to consume (repeatable) instead of Kafka topics; every shard is read.
+    #[arg(
+        long = "stream",
+        env = "LOGPIPE_STREAM",
+        value_delimiter = ',',
+        conflicts_with = "topics",
+        value_name = "STREAM"
+    )]
+    pub streams: Vec<String>,
+
+    /// Where shards with no stored position start (logpipe's KINESIS_SHARD_ITERATOR_TYPE).
+    #[arg(
+        long,
+        env = "LOGPIPE_KINESIS_ITERATOR",
+        value_enum,
+        default_value_t = InitialIterator::TrimHorizon,
+        value_name = "TYPE"
+    )]
+    pub kinesis_iterator: InitialIterator,
+
+    /// Records per GetRecords call, 1-10000 (logpipe's KINESIS_FETCH_LIMIT, which defaults to 25).
+    #[arg(
+        long,
+        env = "LOGPIPE_KINESIS_FETCH_LIMIT",
+        default_value_t = 1000,
+        value_parser = clap::value_parser!(i32).range(1..=10_000),
+        value_name = "N"
+    )]
+    pub kinesis_fetch_limit: i32,
+
+    /// Wait before asking a shard again after an empty page (Kinesis serves 5 reads/s per shard, shared by all consumers).
+    #[arg(
+        long,
+        env = "LOGPIPE_KINESIS_POLL_INTERVAL_MS",
+        default_value_t = 1000,
+        value_name = "MS"
+    )]
+    pub kinesis_poll_interval_ms: u64,
+
+    #[command(flatten)]
+    pub kinesis: KinesisArgs,
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]
@@ -470,6 +564,8 @@ pub struct RunArgs {
     pub consume: ConsumeArgs,
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub streams: StreamArgs,
     #[command(flatten)]
     pub offsets: OffsetsFile,
 }
@@ -510,9 +606,26 @@ pub struct DevArgs {
 
 #[derive(Debug, Args)]
 pub struct ProduceArgs {
-    /// Destination topic.
-    #[arg(long, env = "LOGPIPE_PRODUCE_TOPIC", value_name = "TOPIC")]
-    pub topic: String,
+    /// Destination Kafka topic.
+    #[arg(
+        long,
+        env = "LOGPIPE_PRODUCE_TOPIC",
+        required_unless_present = "stream",
+        value_name = "TOPIC"
+    )]
+    pub topic: Option<String>,
+
+    /// Destination Kinesis stream, instead of a topic (the key is the partition key; none or empty gets a random one).
+    #[arg(
+        long,
+        env = "LOGPIPE_PRODUCE_STREAM",
+        conflicts_with = "topic",
+        value_name = "STREAM"
+    )]
+    pub stream: Option<String>,
+
+    #[command(flatten)]
+    pub kinesis: KinesisArgs,
 
     /// Envelope `type`.
     #[arg(long = "type", env = "LOGPIPE_PRODUCE_TYPE", value_name = "TYPE")]

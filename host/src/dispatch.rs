@@ -20,7 +20,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::mpsc::Receiver;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::component::bindings::{Envelope as WitEnvelope, Origin};
 use crate::component::watcher::{Change, FolderWatcher};
@@ -43,6 +43,20 @@ pub struct Record<'a> {
     pub value: &'a [u8],
     /// Which retry this attempt is: 0 for the first attempt, n for retry n.
     pub retries: u32,
+}
+
+/// logpipe's `MIN_MESSAGE_LAG_MS`: how long until a record written at
+/// `timestamp_ms` is `min_lag` old, if it is not yet. Records without a
+/// timestamp are never held.
+pub fn lag_wait(min_lag: Duration, timestamp_ms: Option<i64>) -> Option<Duration> {
+    if min_lag.is_zero() {
+        return None;
+    }
+    let written = SystemTime::UNIX_EPOCH + Duration::from_millis(timestamp_ms?.max(0) as u64);
+    let age = SystemTime::now()
+        .duration_since(written)
+        .unwrap_or_default();
+    (age < min_lag).then(|| min_lag - age)
 }
 
 /// Why a record was not handled, for logs and dead-letter headers.

@@ -108,6 +108,13 @@ CREATE TABLE IF NOT EXISTS kafka_offsets (
     "offset"    INTEGER NOT NULL,
     UNIQUE ("topic", "partition")
 );
+CREATE TABLE IF NOT EXISTS kinesis_offsets (
+    "region"          TEXT NOT NULL,
+    "stream"          TEXT NOT NULL,
+    "shard"           TEXT NOT NULL,
+    "sequence_number" TEXT NOT NULL,
+    UNIQUE ("region", "stream", "shard")
+);
 CREATE TABLE IF NOT EXISTS handler_state (
     "namespace" TEXT NOT NULL,
     "key"       TEXT NOT NULL,
@@ -128,10 +135,22 @@ CREATE TABLE IF NOT EXISTS outbox (
 pub struct Commit {
     /// (topic, partition, next offset).
     pub offsets: Vec<(String, i32, i64)>,
+    /// Kinesis shards: the last handled sequence number of each.
+    pub shards: Vec<ShardPosition>,
     pub effects: Effects,
     /// Outbox rows up to this id were published and acknowledged: delete
     /// them.
     pub sent_through: Option<i64>,
+}
+
+/// A Kinesis shard's progress: the last handled record (logpipe's rule;
+/// reading resumes `AFTER_SEQUENCE_NUMBER`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardPosition {
+    pub region: String,
+    pub stream: String,
+    pub shard: String,
+    pub sequence_number: String,
 }
 
 /// An outbox row: a produced record stored but not yet acknowledged.
@@ -180,6 +199,27 @@ impl OffsetStore {
         rows.collect::<Result<_, _>>().map_err(self.query_error())
     }
 
+    /// Stored last handled sequence numbers of `stream`, by shard.
+    pub fn kinesis_positions(
+        &self,
+        region: &str,
+        stream: &str,
+    ) -> Result<HashMap<String, String>, OffsetError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                r#"SELECT "shard", "sequence_number" FROM kinesis_offsets
+                   WHERE "region" = ?1 AND "stream" = ?2"#,
+            )
+            .map_err(self.query_error())?;
+        let rows = stmt
+            .query_map(params![region, stream], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .map_err(self.query_error())?;
+        rows.collect::<Result<_, _>>().map_err(self.query_error())
+    }
+
     /// Store a checkpoint in one transaction: offsets, store writes and
     /// outbox records all advance, or none does. Returns the new outbox
     /// rows, in order, for the relay to publish.
@@ -201,6 +241,19 @@ impl OffsetStore {
             for (topic, partition, next_offset) in &commit.offsets {
                 upsert
                     .execute(params![topic, partition, next_offset])
+                    .map_err(query_error)?;
+            }
+            let mut upsert_shard = tx
+                .prepare_cached(
+                    r#"INSERT INTO kinesis_offsets ("region", "stream", "shard", "sequence_number")
+                       VALUES (?1, ?2, ?3, ?4)
+                       ON CONFLICT ("region", "stream", "shard")
+                       DO UPDATE SET "sequence_number" = excluded."sequence_number""#,
+                )
+                .map_err(query_error)?;
+            for p in &commit.shards {
+                upsert_shard
+                    .execute(params![p.region, p.stream, p.shard, p.sequence_number])
                     .map_err(query_error)?;
             }
             let mut put = tx
@@ -345,5 +398,45 @@ mod tests {
         let a = store.kafka_offsets("a").unwrap();
         assert_eq!(a, HashMap::from([(0, 12), (1, 3)]));
         assert_eq!(store.all_kafka_offsets().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn commits_and_reads_back_shard_positions_per_region_and_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("offsets.sqlite3");
+        let mut store = OffsetStore::open(&path).unwrap();
+        let at = |region: &str, stream: &str, shard: &str, seq: &str| ShardPosition {
+            region: region.into(),
+            stream: stream.into(),
+            shard: shard.into(),
+            sequence_number: seq.into(),
+        };
+        // Sequence numbers are decimal strings too long for an integer.
+        let long = "49590338271490256608559692538361571095921575989136588898";
+        store
+            .commit(Commit {
+                shards: vec![
+                    at("us-east-1", "s", "shardId-000000000000", "1"),
+                    at("us-east-1", "s", "shardId-000000000001", long),
+                    at("eu-west-1", "s", "shardId-000000000000", "7"),
+                ],
+                ..Commit::default()
+            })
+            .unwrap();
+        store
+            .commit(Commit {
+                shards: vec![at("us-east-1", "s", "shardId-000000000000", "2")],
+                ..Commit::default()
+            })
+            .unwrap();
+        let positions = store.kinesis_positions("us-east-1", "s").unwrap();
+        assert_eq!(
+            positions,
+            HashMap::from([
+                ("shardId-000000000000".to_string(), "2".to_string()),
+                ("shardId-000000000001".to_string(), long.to_string()),
+            ])
+        );
+        assert_eq!(store.kinesis_positions("eu-west-1", "s").unwrap().len(), 1);
     }
 }

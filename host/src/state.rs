@@ -337,6 +337,7 @@ mod tests {
                 offsets: vec![("t".into(), 0, 5)],
                 effects,
                 sent_through: None,
+                ..Commit::default()
             })
             .unwrap();
         assert_eq!(state.get(&a, "k1").unwrap(), Some(b"one".to_vec()));
@@ -368,6 +369,7 @@ mod tests {
                 offsets: Vec::new(),
                 effects: state.take_through(1),
                 sent_through: None,
+                ..Commit::default()
             })
             .unwrap();
         state.begin_record();

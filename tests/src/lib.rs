@@ -19,6 +19,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tempfile::TempDir;
 
 pub mod in_process;
+pub mod kinesis;
 
 /// The repository root.
 pub fn root() -> PathBuf {
@@ -103,7 +104,7 @@ fn tansu_bin() -> PathBuf {
     path
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -13,6 +13,9 @@ use crate::cli::DevArgs;
 use crate::kafka::KafkaSettings;
 
 pub fn dev(args: DevArgs, shutdown: &AtomicBool) -> anyhow::Result<ExitCode> {
+    if args.consume.topics.is_empty() {
+        anyhow::bail!("give at least one --topic to create and consume");
+    }
     let cluster = MockCluster::new(1).context("cannot start the embedded Kafka cluster")?;
     let bootstrap = cluster.bootstrap_servers();
     let topics = args.consume.topics.iter().chain(&args.create_topics);

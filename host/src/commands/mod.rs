@@ -6,7 +6,8 @@ pub mod dev;
 pub mod handlers;
 pub mod produce;
 pub mod run;
+pub mod run_kinesis;
 pub mod store;
 
-/// Exit status when a record failed and its partition was stopped.
+/// Exit status when a record failed and its partition or shard was stopped.
 pub const EXIT_RECORD_FAILED: u8 = 3;

@@ -1,4 +1,5 @@
-//! `logpipe-host run`: consume topics from a broker and dispatch to handlers.
+//! `logpipe-host run`: consume Kafka topics (here) or Kinesis streams
+//! ([`super::run_kinesis`]) and dispatch to handlers.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -15,15 +16,25 @@ use crate::component::host_api::HostServices;
 use crate::component::manifest::HandlerDefaults;
 use crate::component::watcher::{self, WatchOptions};
 use crate::component::{GuestLimits, MessageSink, Registry, Runtime, RuntimeOptions};
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Counts, Dispatcher};
 use crate::kafka::consumer::{self, ConsumeOptions, StopReason};
-use crate::kafka::outbox::OutboxSink;
 use crate::kafka::topics::{self, TopicNames};
 use crate::kafka::{KafkaSettings, KafkaSink};
 use crate::offsets::{HostLock, OffsetStore};
+use crate::outbox::OutboxSink;
 use crate::state::StateStore;
 
 pub fn run(args: RunArgs, shutdown: &AtomicBool) -> anyhow::Result<ExitCode> {
+    match (
+        args.consume.topics.is_empty(),
+        args.streams.streams.is_empty(),
+    ) {
+        (true, true) => {
+            anyhow::bail!("nothing to consume: give --topic (Kafka) or --stream (Kinesis)")
+        }
+        (true, false) => return super::run_kinesis::run(args, shutdown),
+        _ => {}
+    }
     let settings = KafkaSettings {
         bootstrap_servers: args.kafka.bootstrap_servers.clone(),
         properties: args.kafka.properties.clone(),
@@ -62,7 +73,7 @@ pub fn consume_with_handlers(
     let guest_sink: Arc<dyn MessageSink> = match consume_args.produce_mode {
         ProduceMode::Direct => sink.clone(),
         ProduceMode::Outbox => Arc::new(OutboxSink {
-            kafka: sink.clone(),
+            destination: sink.clone(),
             state: state.clone(),
         }),
     };
@@ -91,6 +102,7 @@ pub fn consume_with_handlers(
         names,
         retry_topics,
         idle_timeout: consume_args.consumer_timeout_ms.map(Duration::from_millis),
+        min_lag: Duration::from_millis(consume_args.min_message_lag_ms),
         commit_interval: Duration::from_millis(consume_args.commit_interval_ms),
         commit_max_records: consume_args.commit_max_records.max(1),
         max_uncommitted: consume_args.max_uncommitted_records.max(1),
@@ -105,8 +117,15 @@ pub fn consume_with_handlers(
         shutdown,
     );
     let counts = dispatcher.counts();
-    let busy = result.as_ref().map(|s| s.busy.as_secs_f64()).unwrap_or(0.0);
-    // The summary goes to stdout, one line, for operators and scripts alike.
+    let busy = result.as_ref().map(|s| s.busy).unwrap_or_default();
+    print_summary(counts, busy);
+    let summary = result.context("consuming stopped")?;
+    Ok(exit_code(summary.reason))
+}
+
+/// The summary goes to stdout, one line, for operators and scripts alike.
+pub fn print_summary(counts: Counts, busy: Duration) {
+    let busy = busy.as_secs_f64();
     println!(
         "summary: {counts} busy_s={busy:.3} records_per_s={:.0}",
         if busy > 0.0 {
@@ -115,19 +134,20 @@ pub fn consume_with_handlers(
             0.0
         }
     );
-    let summary = result.context("consuming stopped")?;
-    Ok(match summary.reason {
+}
+
+pub fn exit_code(reason: StopReason) -> ExitCode {
+    match reason {
         StopReason::Idle | StopReason::Shutdown => ExitCode::SUCCESS,
         StopReason::Failed { stopped } => {
-            let list: Vec<String> = stopped.iter().map(|(t, p)| format!("{t}[{p}]")).collect();
             tracing::error!(
-                "stopped partitions {} at their first failed record; their offsets stay \
-                 before it, so the next start retries it",
-                list.join(", ")
+                "stopped {} at their first failed record; their positions stay before it, \
+                 so the next start retries it",
+                stopped.join(", ")
             );
             ExitCode::from(EXIT_RECORD_FAILED)
         }
-    })
+    }
 }
 
 /// Build the Wasm runtime, load every component of `--handlers`, and

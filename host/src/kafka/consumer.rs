@@ -30,7 +30,7 @@ use super::metadata::{self, TopicError};
 use super::outbox::Relay;
 use super::producer::{DeliveryError, KafkaSink};
 use super::topics::TopicNames;
-use crate::dispatch::{Counts, Dispatcher, Failure, Record, Verdict};
+use crate::dispatch::{Counts, Dispatcher, Failure, Record, Verdict, lag_wait};
 use crate::offsets::{Commit, OffsetError, OffsetStore};
 use crate::state::StateStore;
 
@@ -54,6 +54,9 @@ pub struct ConsumeOptions {
     /// Stop after this long without a new record (logpipe's
     /// `consumer_timeout_ms`).
     pub idle_timeout: Option<Duration>,
+    /// Hand a record to a handler only once its timestamp is this old
+    /// (logpipe's `MIN_MESSAGE_LAG_MS`).
+    pub min_lag: Duration,
     /// Commit at least this often while records flow...
     pub commit_interval: Duration,
     /// ...and after at most this many records.
@@ -74,9 +77,10 @@ pub enum StopReason {
     Idle,
     /// SIGINT/SIGTERM.
     Shutdown,
-    /// A record failed; these partitions stopped before it, and every other
-    /// partition was consumed to its end.
-    Failed { stopped: Vec<(String, i32)> },
+    /// A record failed; these partitions (`topic[partition]`, or
+    /// `stream/shard` for Kinesis) stopped before it, and every other one
+    /// was consumed to its end.
+    Failed { stopped: Vec<String> },
 }
 
 #[derive(Debug, Clone)]
@@ -611,6 +615,11 @@ impl Consumption<'_> {
             self.hold(consumer, slot, view.to_owned(), Instant::now() + wait)?;
             return Ok(());
         }
+        if let Some(wait) = lag_wait(self.options.min_lag, view.timestamp_ms) {
+            // Later records of the partition are younger still.
+            self.hold(consumer, slot, view.to_owned(), Instant::now() + wait)?;
+            return Ok(());
+        }
         let step = self.settle(&view);
         self.apply(consumer, slot, step, &view)?;
         self.last_settled = Some(Instant::now());
@@ -825,7 +834,7 @@ impl Consumption<'_> {
                 .partitions
                 .iter()
                 .filter(|p| matches!(p.flow, Flow::Stopped))
-                .map(|p| (self.topics[p.topic].name.clone(), p.partition))
+                .map(|p| format!("{}[{}]", self.topics[p.topic].name, p.partition))
                 .collect(),
         }
     }
@@ -920,6 +929,7 @@ impl Consumption<'_> {
             offsets,
             effects,
             sent_through,
+            ..Commit::default()
         })?;
         for (slot, next) in ready {
             self.partitions[slot].committed = Some(next);

@@ -1,6 +1,4 @@
-//! The transactional outbox: in outbox mode a handler's records are stored
-//! with its triggering record's offset and store writes, in one SQLite
-//! transaction, and published only after that transaction commits.
+//! The outbox relay for Kafka: publishes the rows [`crate::outbox`] stored.
 //!
 //! Publish rule: an outbox row is deleted only once the broker has
 //! acknowledged it. A crash between the acknowledgement and the delete
@@ -8,39 +6,12 @@
 //! `LOGPIPE_MESSAGE_ID` header; nothing else is ever published twice.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 use rdkafka::error::KafkaError;
 
 use super::headers;
 use super::producer::{DeliveryError, KafkaSink};
-use crate::component::{MessageSink, Produced};
 use crate::offsets::OutboxRow;
-use crate::state::{OutboxRecord, StateStore};
-
-/// Outbox mode's [`MessageSink`]: checks the topic at once (so the handler
-/// learns of a missing topic), then stages the record with the record being
-/// handled.
-pub struct OutboxSink {
-    pub kafka: Arc<KafkaSink>,
-    pub state: Arc<StateStore>,
-}
-
-impl MessageSink for OutboxSink {
-    fn send(&self, record: Produced<'_>) -> Result<(), String> {
-        self.kafka
-            .check_topic(record.topic)
-            .map_err(|e| e.to_string())?;
-        let id = record.id();
-        self.state.push_outbox(OutboxRecord {
-            topic: record.topic.to_owned(),
-            key: record.key.map(str::to_owned),
-            payload: record.payload,
-            id,
-        });
-        Ok(())
-    }
-}
 
 /// Publishes committed outbox rows and tells which are acknowledged.
 #[derive(Default)]

@@ -1,0 +1,564 @@
+//! The Kinesis consume loop: every shard of every stream, read by its own
+//! task, handed to the handlers one page per shard in turn, positions in
+//! SQLite.
+//!
+//! Offset rule: a shard's stored position is its last handled (or skipped,
+//! or dead-lettered) record, stored in the same transaction as the store
+//! writes and outbox rows of the records before it; reading resumes right
+//! after it. A shard born of a split or merge is read only once its
+//! parents have been read to their end.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::runtime::Runtime;
+use tokio::sync::mpsc::{self, error::TryRecvError};
+
+use super::client::KinesisClient;
+use super::reader::{self, Fetched, ReadOptions, ShardRecord, StartAt};
+use super::shards::{self, Lineage, ListError};
+use super::sink::{KinesisSink, OutRecord, WriteError};
+use crate::dispatch::{Counts, Dispatcher, Record, Verdict, lag_wait};
+use crate::kafka::consumer::StopReason;
+use crate::kafka::topics::TopicNames;
+use crate::offsets::{Commit, OffsetError, OffsetStore, OutboxRow, ShardPosition};
+use crate::state::StateStore;
+
+/// How long to sleep when no shard has anything to hand out.
+const IDLE_NAP: Duration = Duration::from_millis(2);
+
+/// How to consume streams.
+#[derive(Debug, Clone)]
+pub struct StreamOptions {
+    pub streams: Vec<String>,
+    /// Where shards with no stored position start.
+    pub initial: StartAt,
+    pub fetch_limit: i32,
+    pub poll_interval: Duration,
+    /// Names of dead-letter streams (`{group}.{stream}.{suffix}`).
+    pub names: TopicNames,
+    pub idle_timeout: Option<Duration>,
+    pub commit_interval: Duration,
+    pub commit_max_records: usize,
+    /// Hand a record to a handler only once it is this old.
+    pub min_lag: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error(transparent)]
+    List(#[from] ListError),
+    #[error(transparent)]
+    Offsets(#[from] OffsetError),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error("shard {shard} of Kinesis stream {stream:?}: {message}")]
+    Shard {
+        stream: String,
+        shard: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct StreamSummary {
+    pub counts: Counts,
+    pub reason: StopReason,
+    pub busy: Duration,
+}
+
+/// One shard being read.
+struct Shard {
+    stream: usize,
+    id: String,
+    pages: mpsc::Receiver<Fetched>,
+    /// Fetched, not yet handed out.
+    buffer: VecDeque<ShardRecord>,
+    /// Last handled record, stored or not.
+    handled: Option<String>,
+    /// Whether `handled` changed since the last checkpoint.
+    dirty: bool,
+    flow: Flow,
+    /// The reader sent its last page.
+    closed: bool,
+    /// The last page was empty and the shard is at its tip.
+    caught_up: bool,
+}
+
+enum Flow {
+    Running,
+    /// The first buffered record is not handed out before this instant
+    /// (a blocking retry, or a record younger than the minimum lag).
+    Waiting {
+        until: Instant,
+        retries: u32,
+    },
+    /// A record failed for good; the shard stops before it.
+    Stopped,
+}
+
+struct Consumption<'a> {
+    options: &'a StreamOptions,
+    runtime: &'a Runtime,
+    read: ReadOptions,
+    dispatcher: &'a mut Dispatcher,
+    sink: &'a KinesisSink,
+    store: &'a mut OffsetStore,
+    state: &'a StateStore,
+    lineages: Vec<Lineage>,
+    shards: Vec<Shard>,
+    /// Where the next round of handing out pages starts.
+    turn: usize,
+    since_commit: usize,
+    last_commit: Instant,
+    batch: u64,
+    first_record: Option<Instant>,
+    last_settled: Option<Instant>,
+    last_record: Instant,
+}
+
+/// Consume `options.streams` until idle, shut down or a failed record.
+pub fn consume(
+    runtime: &Runtime,
+    kinesis: &KinesisClient,
+    options: &StreamOptions,
+    dispatcher: &mut Dispatcher,
+    sink: &KinesisSink,
+    store: &mut OffsetStore,
+    shutdown: &AtomicBool,
+) -> Result<StreamSummary, StreamError> {
+    let state = dispatcher.state().clone();
+    let mut run = Consumption {
+        options,
+        runtime,
+        read: ReadOptions {
+            kinesis: kinesis.clone(),
+            fetch_limit: options.fetch_limit,
+            poll_interval: options.poll_interval,
+        },
+        dispatcher,
+        sink,
+        store,
+        state: &state,
+        lineages: Vec::new(),
+        shards: Vec::new(),
+        turn: 0,
+        since_commit: 0,
+        last_commit: Instant::now(),
+        batch: 0,
+        first_record: None,
+        last_settled: None,
+        last_record: Instant::now(),
+    };
+    run.publish_unsent()?;
+    for stream in 0..options.streams.len() {
+        run.lineages.push(Lineage::default());
+        run.discover(stream, true)?;
+    }
+    let result = run.loop_until_stopped(shutdown);
+    // Whatever stopped the loop, what was handled is stored.
+    run.checkpoint()?;
+    let mut reason = result?;
+    if run.shards.iter().any(|s| matches!(s.flow, Flow::Stopped)) {
+        reason = run.failed();
+    }
+    let busy = match (run.first_record, run.last_settled) {
+        (Some(first), Some(last)) => last.duration_since(first),
+        _ => Duration::ZERO,
+    };
+    Ok(StreamSummary {
+        counts: run.dispatcher.counts(),
+        reason,
+        busy,
+    })
+}
+
+impl Consumption<'_> {
+    fn region(&self) -> &str {
+        &self.read.kinesis.region
+    }
+
+    /// Publish outbox rows a previous run stored but did not get written.
+    fn publish_unsent(&mut self) -> Result<(), StreamError> {
+        let unsent = self.store.unsent_outbox()?;
+        if !unsent.is_empty() {
+            tracing::info!(
+                records = unsent.len(),
+                "publishing outbox records left by the previous run"
+            );
+            self.publish(unsent)?;
+        }
+        Ok(())
+    }
+
+    /// Write committed outbox rows, then forget them.
+    fn publish(&mut self, rows: Vec<OutboxRow>) -> Result<(), StreamError> {
+        let Some(last) = rows.last().map(|row| row.id) else {
+            return Ok(());
+        };
+        let records = rows
+            .into_iter()
+            .map(|row| OutRecord {
+                stream: row.record.topic,
+                key: row.record.key,
+                data: row.record.payload,
+            })
+            .collect();
+        self.sink.put_ordered(records)?;
+        self.store.mark_sent_through(last)?;
+        Ok(())
+    }
+
+    /// List `stream`'s shards and start reading those that are ready.
+    fn discover(&mut self, stream: usize, first: bool) -> Result<(), StreamError> {
+        let name = self.options.streams[stream].clone();
+        let listing = self
+            .runtime
+            .block_on(shards::list(&self.read.kinesis, &name))?;
+        let stored = self.store.kinesis_positions(self.region(), &name)?;
+        let lineage = &mut self.lineages[stream];
+        lineage.update(listing);
+        if first && self.options.initial == StartAt::Latest {
+            // Starting at the tip: closed shards hold only old records.
+            let skipped: Vec<String> = lineage
+                .ready()
+                .into_iter()
+                .filter(|id| !stored.contains_key(id))
+                .filter(|id| lineage.get(id).is_some_and(|s| s.closed))
+                .collect();
+            for id in skipped {
+                lineage.finish(&id);
+            }
+        }
+        loop {
+            let ready = self.lineages[stream].ready();
+            if ready.is_empty() {
+                return Ok(());
+            }
+            for id in ready {
+                let start = match stored.get(&id) {
+                    Some(sequence) => {
+                        tracing::info!(stream = %name, shard = %id, sequence, "resuming after stored position");
+                        StartAt::After(sequence.clone())
+                    }
+                    // A shard born while we run holds only new records.
+                    None if !first => StartAt::TrimHorizon,
+                    None => {
+                        tracing::info!(stream = %name, shard = %id, start = ?self.options.initial, "no stored position");
+                        self.options.initial.clone()
+                    }
+                };
+                self.start_shard(stream, &id, start, stored.get(&id).cloned());
+            }
+        }
+    }
+
+    fn start_shard(&mut self, stream: usize, id: &str, start: StartAt, handled: Option<String>) {
+        self.lineages[stream].start(id);
+        let (sender, pages) = mpsc::channel(reader::PAGES_AHEAD);
+        self.runtime.spawn(reader::read_shard(
+            self.read.clone(),
+            self.options.streams[stream].clone(),
+            id.to_owned(),
+            start,
+            sender,
+        ));
+        self.shards.push(Shard {
+            stream,
+            id: id.to_owned(),
+            pages,
+            buffer: VecDeque::new(),
+            handled,
+            dirty: false,
+            flow: Flow::Running,
+            closed: false,
+            caught_up: false,
+        });
+    }
+
+    fn loop_until_stopped(&mut self, shutdown: &AtomicBool) -> Result<StopReason, StreamError> {
+        self.last_record = Instant::now();
+        loop {
+            if shutdown.load(Ordering::SeqCst) {
+                tracing::info!("shutdown requested: committing and stopping");
+                return Ok(StopReason::Shutdown);
+            }
+            // Between two records: a hot swap never splits a record.
+            self.dispatcher.apply_changes();
+            let settled = self.round()?;
+            self.finish_closed()?;
+            if self.since_commit >= self.options.commit_max_records
+                || self.last_commit.elapsed() >= self.options.commit_interval
+            {
+                self.checkpoint()?;
+            }
+            if let Some(reason) = self.should_stop() {
+                return Ok(reason);
+            }
+            if settled == 0 {
+                std::thread::sleep(IDLE_NAP);
+            }
+        }
+    }
+
+    /// One turn over every shard, starting one further each round: each
+    /// hands out at most one page. Returns how many records were settled.
+    fn round(&mut self) -> Result<usize, StreamError> {
+        let count = self.shards.len();
+        let mut settled = 0;
+        for step in 0..count {
+            let slot = (self.turn + step) % count;
+            settled += self.serve(slot)?;
+        }
+        self.turn = self.turn.wrapping_add(1);
+        Ok(settled)
+    }
+
+    /// Hand out the shard's buffered records (fetching a page if empty)
+    /// until it is empty or has to wait.
+    fn serve(&mut self, slot: usize) -> Result<usize, StreamError> {
+        if self.shards[slot].buffer.is_empty() && !self.fill(slot)? {
+            return Ok(0);
+        }
+        let mut settled = 0;
+        while let Some(record) = self.shards[slot].buffer.front() {
+            let retries = match self.shards[slot].flow {
+                Flow::Stopped => break,
+                Flow::Waiting { until, .. } if Instant::now() < until => break,
+                Flow::Waiting { retries, .. } => retries,
+                Flow::Running => 0,
+            };
+            if let Some(wait) = lag_wait(self.options.min_lag, record.arrival_ms) {
+                let until = Instant::now() + wait;
+                self.shards[slot].flow = Flow::Waiting { until, retries };
+                break;
+            }
+            let Some(record) = self.shards[slot].buffer.pop_front() else {
+                break;
+            };
+            self.first_record.get_or_insert_with(Instant::now);
+            self.last_record = Instant::now();
+            let step = self.settle(slot, &record, retries)?;
+            self.last_settled = Some(Instant::now());
+            settled += 1;
+            let shard = &mut self.shards[slot];
+            match step {
+                Step::Done => {
+                    shard.flow = Flow::Running;
+                    shard.handled = Some(record.sequence);
+                    shard.dirty = true;
+                    self.since_commit += 1;
+                }
+                Step::Wait { until, retries } => {
+                    shard.flow = Flow::Waiting { until, retries };
+                    shard.buffer.push_front(record);
+                    break;
+                }
+                Step::Stop => {
+                    shard.flow = Flow::Stopped;
+                    shard.buffer.push_front(record);
+                    break;
+                }
+            }
+        }
+        Ok(settled)
+    }
+
+    /// Take the next page from the shard's reader; false if none is there.
+    fn fill(&mut self, slot: usize) -> Result<bool, StreamError> {
+        let shard = &mut self.shards[slot];
+        if shard.closed {
+            return Ok(false);
+        }
+        match shard.pages.try_recv() {
+            Ok(Fetched::Page {
+                records,
+                millis_behind,
+            }) => {
+                shard.caught_up = records.is_empty() && millis_behind.unwrap_or(0) == 0;
+                shard.buffer.extend(records);
+                Ok(!shard.buffer.is_empty())
+            }
+            Ok(Fetched::Closed) | Err(TryRecvError::Disconnected) => {
+                shard.closed = true;
+                shard.caught_up = true;
+                Ok(false)
+            }
+            Ok(Fetched::Failed(message)) => Err(StreamError::Shard {
+                stream: self.options.streams[shard.stream].clone(),
+                shard: shard.id.clone(),
+                message,
+            }),
+            Err(TryRecvError::Empty) => Ok(false),
+        }
+    }
+
+    /// Dispatch one record and carry out its verdict's side effects.
+    fn settle(
+        &mut self,
+        slot: usize,
+        record: &ShardRecord,
+        retries: u32,
+    ) -> Result<Step, StreamError> {
+        let shard = &self.shards[slot];
+        let stream = &self.options.streams[shard.stream];
+        let view = Record {
+            topic: stream,
+            partition: &shard.id,
+            offset: &record.sequence,
+            key: Some(record.key.as_bytes()),
+            timestamp_ms: record.arrival_ms,
+            value: &record.data,
+            retries,
+        };
+        Ok(match self.dispatcher.dispatch(&view) {
+            Verdict::Commit => Step::Done,
+            Verdict::Stop(_) => Step::Stop,
+            Verdict::DeadLetter(_) => {
+                let dead_letter = OutRecord {
+                    stream: self.options.names.dead_letter(stream),
+                    key: Some(record.key.clone()),
+                    data: record.data.clone(),
+                };
+                match self.sink.put_one(&dead_letter) {
+                    Ok(_) => Step::Done,
+                    Err(error) => {
+                        let counts = self.dispatcher.counts_mut();
+                        counts.dead_lettered = counts.dead_lettered.saturating_sub(1);
+                        tracing::error!(
+                            stream = %stream,
+                            shard = %shard.id,
+                            sequence = %record.sequence,
+                            "cannot dead-letter: {error}; stopping this shard before the record"
+                        );
+                        Step::Stop
+                    }
+                }
+            }
+            // Retry streams do not exist: every retry holds its shard.
+            Verdict::Retry { retry, delay, .. } => Step::Wait {
+                until: Instant::now() + delay,
+                retries: retry,
+            },
+        })
+    }
+
+    /// Drop shards that are closed and fully handled, and start their
+    /// children.
+    fn finish_closed(&mut self) -> Result<(), StreamError> {
+        let done: Vec<usize> = (0..self.shards.len())
+            .filter(|&i| {
+                let s = &self.shards[i];
+                s.closed && s.buffer.is_empty() && matches!(s.flow, Flow::Running)
+            })
+            .collect();
+        if done.is_empty() {
+            return Ok(());
+        }
+        // Their last positions must reach the store before they are
+        // forgotten.
+        self.checkpoint()?;
+        let mut streams = Vec::new();
+        for &slot in done.iter().rev() {
+            let shard = self.shards.remove(slot);
+            tracing::info!(
+                stream = %self.options.streams[shard.stream],
+                shard = %shard.id,
+                "shard closed and fully handled"
+            );
+            self.lineages[shard.stream].finish(&shard.id);
+            streams.push(shard.stream);
+        }
+        streams.sort_unstable();
+        streams.dedup();
+        for stream in streams {
+            self.discover(stream, false)?;
+        }
+        Ok(())
+    }
+
+    fn should_stop(&self) -> Option<StopReason> {
+        let stopped = self
+            .shards
+            .iter()
+            .filter(|s| matches!(s.flow, Flow::Stopped))
+            .count();
+        // A failed record ends the run once every other shard is at its tip.
+        if stopped > 0
+            && self.shards.iter().all(|s| {
+                matches!(s.flow, Flow::Stopped)
+                    || (s.caught_up && s.buffer.is_empty() && matches!(s.flow, Flow::Running))
+            })
+        {
+            return Some(self.failed());
+        }
+        let waiting = self
+            .shards
+            .iter()
+            .any(|s| matches!(s.flow, Flow::Waiting { .. }));
+        if let Some(idle) = self.options.idle_timeout
+            && !waiting
+            && self.last_record.elapsed() >= idle
+        {
+            tracing::info!(
+                idle_ms = idle.as_millis() as u64,
+                "no new records: stopping"
+            );
+            return Some(StopReason::Idle);
+        }
+        None
+    }
+
+    fn failed(&self) -> StopReason {
+        StopReason::Failed {
+            stopped: self
+                .shards
+                .iter()
+                .filter(|s| matches!(s.flow, Flow::Stopped))
+                .map(|s| format!("{}/{}", self.options.streams[s.stream], s.id))
+                .collect(),
+        }
+    }
+
+    /// Store, in one transaction, every shard's last handled record and the
+    /// store writes and outbox rows of the records handled since the last
+    /// checkpoint; then publish those rows.
+    fn checkpoint(&mut self) -> Result<(), StreamError> {
+        self.since_commit = 0;
+        self.last_commit = Instant::now();
+        let batch = self.batch;
+        self.batch += 1;
+        self.state.seal(batch);
+        let effects = self.state.take_through(batch);
+        let region = self.region().to_owned();
+        let mut shards = Vec::new();
+        for shard in &mut self.shards {
+            if let Some(sequence) = shard.handled.as_ref().filter(|_| shard.dirty) {
+                shards.push(ShardPosition {
+                    region: region.clone(),
+                    stream: self.options.streams[shard.stream].clone(),
+                    shard: shard.id.clone(),
+                    sequence_number: sequence.clone(),
+                });
+                shard.dirty = false;
+            }
+        }
+        if shards.is_empty() && effects.is_empty() {
+            return Ok(());
+        }
+        let rows = self.store.commit(Commit {
+            shards,
+            effects,
+            ..Commit::default()
+        })?;
+        self.publish(rows)
+    }
+}
+
+/// What to do with a shard after settling one of its records.
+enum Step {
+    Done,
+    Wait { until: Instant, retries: u32 },
+    Stop,
+}

@@ -1,0 +1,392 @@
+//! The Kinesis source and sink against real Kinesis-API servers on
+//! 127.0.0.1: kinesalite for the main cases, moto where a stream is
+//! resharded. The handlers are the example guests, unchanged.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+use logpipe_tests::kinesis::{KinesisServer, StreamRecord, host_for, run_stream_command};
+use logpipe_tests::{
+    Broker, Raw, Running, envelope, example_handlers, finish, person, run_command, unique,
+};
+use serde_json::json;
+
+const LIMIT: Duration = Duration::from_secs(180);
+
+/// `count` echo envelopes spread over `keys` keys; each body carries its
+/// key and its number within the key.
+fn echo_records(count: usize, keys: usize, first: usize) -> Vec<(String, Vec<u8>)> {
+    (first..first + count)
+        .map(|i| {
+            let key = format!("k{}", i % keys);
+            let n = i / keys;
+            let body = json!({"key": key, "n": n});
+            (key, envelope("echo", 1, &body))
+        })
+        .collect()
+}
+
+/// Per key, the `n` of each echo output in stream order (the keys of an
+/// output stream's records each live on one shard).
+fn numbers_by_key(records: &[StreamRecord]) -> BTreeMap<String, Vec<u64>> {
+    let mut by_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for record in records {
+        let text = record.text();
+        let envelope: serde_json::Value =
+            serde_json::from_str(text.strip_prefix("json:").expect("json: prefix"))
+                .expect("output envelope");
+        let message = &envelope["message"];
+        assert_eq!(
+            message["key"].as_str(),
+            Some(record.key.as_str()),
+            "output keyed like its input"
+        );
+        by_key
+            .entry(record.key.clone())
+            .or_default()
+            .push(message["n"].as_u64().expect("n"));
+    }
+    by_key
+}
+
+/// Every key's numbers are exactly 0..per_key, in order: nothing lost,
+/// nothing twice, nothing reordered.
+fn assert_complete_and_ordered(records: &[StreamRecord], keys: usize, per_key: u64) {
+    let by_key = numbers_by_key(records);
+    assert_eq!(by_key.len(), keys, "keys in the output");
+    for (key, numbers) in by_key {
+        let expected: Vec<u64> = (0..per_key).collect();
+        assert_eq!(numbers, expected, "outputs of key {key}");
+    }
+}
+
+fn stored_positions(offsets: &Path) -> BTreeMap<(String, String), String> {
+    let conn = rusqlite::Connection::open(offsets).expect("open offsets");
+    let mut stmt = conn
+        .prepare(
+            "SELECT stream, shard, sequence_number FROM kinesis_offsets WHERE region = 'us-east-1'",
+        )
+        .expect("query");
+    stmt.query_map([], |row| Ok(((row.get(0)?, row.get(1)?), row.get(2)?)))
+        .expect("rows")
+        .map(|r| r.expect("row"))
+        .collect()
+}
+
+#[test]
+fn two_shards_5k_records_are_handled_once_in_order_and_a_restart_resumes() {
+    let server = KinesisServer::kinesalite();
+    let input = unique("in");
+    server.create_stream(&input, 2);
+    server.create_stream("echo-out", 2);
+    server.put(&input, &echo_records(5000, 50, 0));
+    let dir = tempfile::tempdir().unwrap();
+    let offsets = dir.path().join("offsets.sqlite3");
+
+    let mut command = run_stream_command(&server, &example_handlers(), &input, &offsets);
+    command.args(["--consumer-timeout-ms", "1500"]);
+    let first = finish(command, None, LIMIT);
+    first.assert_code(0);
+    assert_eq!(first.count("handled"), 5000, "{}", first.stderr);
+    assert_eq!(first.count("records"), 5000);
+    assert_complete_and_ordered(&server.read_all("echo-out"), 50, 100);
+    let positions = stored_positions(&offsets);
+    assert_eq!(positions.len(), 2, "one position per shard: {positions:?}");
+    // The stored position is each shard's last record.
+    let input_records = server.read_all(&input);
+    for ((_, shard), sequence) in &positions {
+        let last = input_records
+            .iter()
+            .filter(|r| &r.shard == shard)
+            .next_back()
+            .expect("records on every shard");
+        assert_eq!(&last.sequence, sequence, "{shard}");
+    }
+
+    // A restart handles only what came since.
+    server.put(&input, &echo_records(1000, 50, 5000));
+    let mut command = run_stream_command(&server, &example_handlers(), &input, &offsets);
+    command.args(["--consumer-timeout-ms", "1500"]);
+    let second = finish(command, None, LIMIT);
+    second.assert_code(0);
+    assert_eq!(second.count("handled"), 1000, "{}", second.stderr);
+    assert!(second.stderr.contains("resuming after stored position"));
+    assert_complete_and_ordered(&server.read_all("echo-out"), 50, 120);
+}
+
+#[test]
+fn throttled_reads_and_writes_are_retried_and_no_shard_is_dropped() {
+    // Every 3rd GetRecords, PutRecord and PutRecords answers
+    // ProvisionedThroughputExceededException.
+    let server = KinesisServer::kinesalite_throttling(3);
+    let input = unique("in");
+    server.create_stream(&input, 2);
+    server.create_stream("echo-out", 1);
+    server.put(&input, &echo_records(2000, 20, 0));
+    let dir = tempfile::tempdir().unwrap();
+    let offsets = dir.path().join("offsets.sqlite3");
+    let run = |mode: &str| {
+        let mut command = run_stream_command(&server, &example_handlers(), &input, &offsets);
+        command.args([
+            "--consumer-timeout-ms",
+            "2000",
+            "--kinesis-fetch-limit",
+            "100",
+            "--produce-mode",
+            mode,
+        ]);
+        let finished = finish(command, None, LIMIT);
+        finished.assert_code(0);
+        assert!(
+            finished
+                .stderr
+                .contains("ProvisionedThroughputExceededException"),
+            "throttling was injected and logged:\n{}",
+            finished.stderr
+        );
+        finished
+    };
+    // Outbox mode: PutRecords of committed rows is throttled too.
+    let outbox = run("outbox");
+    assert_eq!(outbox.count("handled"), 2000, "{}", outbox.stderr);
+    assert_complete_and_ordered(&server.read_all("echo-out"), 20, 100);
+    // Direct mode: each produce is a PutRecord, retried inside the call.
+    server.put(&input, &echo_records(500, 20, 2000));
+    let direct = run("direct");
+    assert_eq!(direct.count("handled"), 500, "{}", direct.stderr);
+    assert_complete_and_ordered(&server.read_all("echo-out"), 20, 125);
+}
+
+#[test]
+fn direct_mode_writes_each_record_in_order_per_key() {
+    let server = KinesisServer::kinesalite();
+    let input = unique("in");
+    server.create_stream(&input, 2);
+    server.create_stream("echo-out", 2);
+    server.put(&input, &echo_records(600, 6, 0));
+    let dir = tempfile::tempdir().unwrap();
+    let offsets = dir.path().join("offsets.sqlite3");
+    let mut command = run_stream_command(&server, &example_handlers(), &input, &offsets);
+    command.args(["--consumer-timeout-ms", "1500", "--produce-mode", "direct"]);
+    let finished = finish(command, None, LIMIT);
+    finished.assert_code(0);
+    assert_eq!(finished.count("handled"), 600);
+    let output = server.read_all("echo-out");
+    assert_complete_and_ordered(&output, 6, 100);
+    // PutRecord with SequenceNumberForOrdering: within a key, sequence
+    // numbers grow in the order the records were produced.
+    // (Decimal strings without leading zeros, up to 128 digits: compare
+    // by length, then by text.)
+    let mut last: BTreeMap<&str, (usize, &str)> = BTreeMap::new();
+    for record in &output {
+        let sequence = (record.sequence.len(), record.sequence.as_str());
+        if let Some(previous) = last.insert(record.key.as_str(), sequence) {
+            assert!(sequence > previous, "key {}", record.key);
+        }
+    }
+}
+
+#[test]
+fn a_split_and_a_merge_during_consumption_keep_order_per_key_and_lose_nothing() {
+    let server = KinesisServer::kinesalite();
+    let input = unique("in");
+    server.create_stream(&input, 1);
+    server.create_stream("echo-out", 1);
+    server.put(&input, &echo_records(1000, 10, 0));
+    let dir = tempfile::tempdir().unwrap();
+    let offsets = dir.path().join("offsets.sqlite3");
+    let mut command = run_stream_command(&server, &example_handlers(), &input, &offsets);
+    command.args([
+        "--consumer-timeout-ms",
+        "3000",
+        "--kinesis-fetch-limit",
+        "50",
+    ]);
+    let running = Running::start(command);
+    running.wait_for("no stored position", 1, Duration::from_secs(60));
+    // Split the shard while the host reads it, then write more: the new
+    // records go to the children, which must wait for their parent.
+    let parent = server.shards(&input).remove(0);
+    let (left, right) = server.split_shard(&input, &parent);
+    server.put(&input, &echo_records(1000, 10, 1000));
+    // Merge the children back: the grandchild waits for both.
+    server.merge_shards(&input, &left, &right);
+    server.put(&input, &echo_records(1000, 10, 2000));
+    let finished = running.wait(LIMIT);
+    finished.assert_code(0);
+    assert_eq!(finished.count("handled"), 3000, "{}", finished.stderr);
+    assert_eq!(
+        finished
+            .stderr
+            .matches("shard closed and fully handled")
+            .count(),
+        3,
+        "parent and both children finished:\n{}",
+        finished.stderr
+    );
+    assert_eq!(
+        server.shards(&input).len(),
+        4,
+        "parent, two children, merged"
+    );
+    assert_complete_and_ordered(&server.read_all("echo-out"), 10, 300);
+}
+
+#[test]
+fn the_same_handlers_folder_gives_the_same_output_on_kafka_and_kinesis() {
+    let people: Vec<serde_json::Value> = (0..200).map(person).collect();
+    let records: Vec<(String, Vec<u8>)> = people
+        .iter()
+        .map(|p| {
+            let key = p["uuid"].as_str().expect("uuid").to_owned();
+            (key, envelope("person", 1, p))
+        })
+        .collect();
+
+    let server = KinesisServer::kinesalite();
+    let stream = unique("people");
+    server.create_stream(&stream, 2);
+    server.create_stream("people-index", 2);
+    server.put(&stream, &records);
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = run_stream_command(
+        &server,
+        &example_handlers(),
+        &stream,
+        &dir.path().join("kinesis.sqlite3"),
+    );
+    command.args(["--consumer-timeout-ms", "1500"]);
+    finish(command, None, LIMIT).assert_code(0);
+    let from_kinesis: BTreeSet<(String, String)> = server
+        .read_all("people-index")
+        .iter()
+        .map(|r| (r.key.clone(), r.text()))
+        .collect();
+
+    let broker = Broker::start();
+    let topic = unique("people");
+    broker.create_topic(&topic, 2);
+    broker.create_topic("people-index", 2);
+    let raws: Vec<Raw> = records
+        .iter()
+        .map(|(key, value)| Raw::keyed(key, value.clone()))
+        .collect();
+    broker.produce(&topic, &raws);
+    let mut command = run_command(
+        &broker,
+        &example_handlers(),
+        &topic,
+        &dir.path().join("kafka.sqlite3"),
+    );
+    command.args(["--consumer-timeout-ms", "3000"]);
+    finish(command, None, LIMIT).assert_code(0);
+    let from_kafka: BTreeSet<(String, String)> = broker
+        .read_all("people-index")
+        .iter()
+        .map(|r| (r.key_text().unwrap_or_default(), r.value_text()))
+        .collect();
+
+    assert_eq!(from_kinesis.len(), 200);
+    assert_eq!(from_kinesis, from_kafka);
+}
+
+#[test]
+fn produce_cli_writes_to_a_stream_in_order_and_reports_bad_lines() {
+    let server = KinesisServer::kinesalite();
+    let stream = unique("in");
+    server.create_stream(&stream, 2);
+    let mut lines = String::new();
+    for i in 0..1200 {
+        lines.push_str(&json!({"key": format!("k{}", i % 7), "n": i / 7}).to_string());
+        lines.push('\n');
+    }
+    // Kinesis partition keys are 1-256 characters.
+    lines.push_str(&json!({"key": "x".repeat(300), "n": 0}).to_string());
+    lines.push('\n');
+    let mut command = host_for(&server);
+    command.args([
+        "produce",
+        "--stream",
+        &stream,
+        "--type",
+        "echo",
+        "--version",
+        "1",
+        "--key-field",
+        "key",
+    ]);
+    let finished = finish(command, Some(lines.as_bytes()), LIMIT);
+    assert_eq!(finished.code(), Some(1), "{}", finished.stderr);
+    assert!(
+        finished
+            .stderr
+            .contains("line 1201: partition key of 300 characters"),
+        "{}",
+        finished.stderr
+    );
+    let written = server.read_all(&stream);
+    assert_eq!(written.len(), 1200);
+    let mut by_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for record in &written {
+        let body: serde_json::Value =
+            serde_json::from_str(record.text().strip_prefix("json:").unwrap()).unwrap();
+        by_key
+            .entry(record.key.clone())
+            .or_default()
+            .push(body["message"]["n"].as_u64().unwrap());
+    }
+    for numbers in by_key.values() {
+        assert!(numbers.windows(2).all(|w| w[0] + 1 == w[1]), "{numbers:?}");
+    }
+
+    // One record without a key gets a random partition key.
+    let mut command = host_for(&server);
+    command.args([
+        "produce",
+        "--stream",
+        &stream,
+        "--type",
+        "echo",
+        "--version",
+        "1",
+        "{}",
+    ]);
+    let finished = finish(command, None, LIMIT);
+    finished.assert_code(0);
+    assert!(finished.stderr.contains("sequence number"));
+    assert_eq!(server.read_all(&stream).len(), 1201);
+}
+
+#[test]
+fn records_wait_for_the_minimum_lag() {
+    let server = KinesisServer::kinesalite();
+    let input = unique("in");
+    server.create_stream(&input, 1);
+    server.create_stream("echo-out", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let offsets = dir.path().join("offsets.sqlite3");
+    server.put(&input, &echo_records(20, 2, 0));
+    let put_at = std::time::Instant::now();
+    let mut command = run_stream_command(&server, &example_handlers(), &input, &offsets);
+    command.args([
+        "--consumer-timeout-ms",
+        "500",
+        "--min-message-lag-ms",
+        "2000",
+        "--produce-mode",
+        "direct",
+    ]);
+    let running = Running::start(command);
+    // Nothing may come out before the records are 2 s old.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        put_at.elapsed() < Duration::from_millis(1900),
+        "the machine is too slow for this check"
+    );
+    assert!(server.read_all("echo-out").is_empty(), "handled too early");
+    let finished = running.wait(LIMIT);
+    finished.assert_code(0);
+    assert_eq!(finished.count("handled"), 20);
+    assert_complete_and_ordered(&server.read_all("echo-out"), 2, 10);
+}
