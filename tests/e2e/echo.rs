@@ -77,3 +77,48 @@ fn echo_preserves_bodies_and_keys() {
     ));
     assert_eq!(out, expected);
 }
+
+#[test]
+fn records_wait_for_the_minimum_lag() {
+    let broker = Broker::start();
+    let topic = unique("lag");
+    broker.create_topic(&topic, 2);
+    broker.create_topic("echo-out", 1);
+    let records: Vec<Raw> = (0..10)
+        .map(|i| {
+            Raw::keyed(
+                &format!("k{i}"),
+                envelope("echo", 1, &serde_json::json!({"n": i})),
+            )
+        })
+        .collect();
+    broker.produce(&topic, &records);
+    let produced_at = std::time::Instant::now();
+    let work = tempfile::tempdir().unwrap();
+    let mut command = run_command(
+        &broker,
+        &example_handlers(),
+        &topic,
+        &work.path().join("offsets.sqlite3"),
+    );
+    command.args([
+        "--consumer-timeout-ms",
+        "1000",
+        "--min-message-lag-ms",
+        "2500",
+        "--produce-mode",
+        "direct",
+    ]);
+    let running = Running::start(command);
+    // Nothing may come out before the records are 2.5 s old.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        produced_at.elapsed() < Duration::from_millis(2400),
+        "the machine is too slow for this check"
+    );
+    assert!(broker.read_all("echo-out").is_empty(), "handled too early");
+    let finished = running.wait(Duration::from_secs(60));
+    finished.assert_code(0);
+    assert_eq!(finished.count("handled"), 10);
+    assert_eq!(broker.read_all("echo-out").len(), 10);
+}

@@ -1,6 +1,6 @@
-//! The Kinesis source and sink against real Kinesis-API servers on
-//! 127.0.0.1: kinesalite for the main cases, moto where a stream is
-//! resharded. The handlers are the example guests, unchanged.
+//! The Kinesis source and sink against a real Kinesis-API server on
+//! 127.0.0.1 (kinesalite; see scripts/kinesis/NOTES.md for why not moto).
+//! The handlers are the example guests, unchanged.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -98,8 +98,7 @@ fn two_shards_5k_records_are_handled_once_in_order_and_a_restart_resumes() {
     for ((_, shard), sequence) in &positions {
         let last = input_records
             .iter()
-            .filter(|r| &r.shard == shard)
-            .next_back()
+            .rfind(|r| &r.shard == shard)
             .expect("records on every shard");
         assert_eq!(&last.sequence, sequence, "{shard}");
     }
@@ -123,7 +122,7 @@ fn throttled_reads_and_writes_are_retried_and_no_shard_is_dropped() {
     let input = unique("in");
     server.create_stream(&input, 2);
     server.create_stream("echo-out", 1);
-    server.put(&input, &echo_records(2000, 20, 0));
+    server.put(&input, &echo_records(1000, 50, 0));
     let dir = tempfile::tempdir().unwrap();
     let offsets = dir.path().join("offsets.sqlite3");
     let run = |mode: &str| {
@@ -149,13 +148,20 @@ fn throttled_reads_and_writes_are_retried_and_no_shard_is_dropped() {
     };
     // Outbox mode: PutRecords of committed rows is throttled too.
     let outbox = run("outbox");
-    assert_eq!(outbox.count("handled"), 2000, "{}", outbox.stderr);
-    assert_complete_and_ordered(&server.read_all("echo-out"), 20, 100);
+    assert_eq!(outbox.count("handled"), 1000, "{}", outbox.stderr);
+    assert!(
+        outbox
+            .stderr
+            .contains("records refused by the stream's limits were written on retry"),
+        "some records of a PutRecords call failed and were retried:\n{}",
+        outbox.stderr
+    );
+    assert_complete_and_ordered(&server.read_all("echo-out"), 50, 20);
     // Direct mode: each produce is a PutRecord, retried inside the call.
-    server.put(&input, &echo_records(500, 20, 2000));
+    server.put(&input, &echo_records(250, 50, 1000));
     let direct = run("direct");
-    assert_eq!(direct.count("handled"), 500, "{}", direct.stderr);
-    assert_complete_and_ordered(&server.read_all("echo-out"), 20, 125);
+    assert_eq!(direct.count("handled"), 250, "{}", direct.stderr);
+    assert_complete_and_ordered(&server.read_all("echo-out"), 50, 25);
 }
 
 #[test]
@@ -389,4 +395,114 @@ fn records_wait_for_the_minimum_lag() {
     finished.assert_code(0);
     assert_eq!(finished.count("handled"), 20);
     assert_complete_and_ordered(&server.read_all("echo-out"), 2, 10);
+}
+
+fn chaos(body: serde_json::Value) -> Vec<u8> {
+    envelope("chaos", 1, &body)
+}
+
+#[test]
+fn failures_hold_dead_letter_or_stop_only_their_own_shard() {
+    let server = KinesisServer::kinesalite();
+    let input = unique("in");
+    server.create_stream(&input, 2);
+    let handlers = logpipe_tests::handlers_folder(&[("chaos", "chaos")]);
+    let dir = tempfile::tempdir().unwrap();
+    let offsets = dir.path().join("offsets.sqlite3");
+    let run = |extra: &[&str]| {
+        let mut command = run_stream_command(&server, handlers.path(), &input, &offsets);
+        command
+            .args(["--consumer-timeout-ms", "1500", "--on-reject", "dlt"])
+            .args(extra);
+        finish(command, None, LIMIT)
+    };
+
+    // A flaky record is retried in place; a rejected one goes to the
+    // dead-letter stream, which the host creates.
+    let mut records = vec![
+        (
+            "a".to_string(),
+            chaos(json!({"action": "flaky", "fails": 2, "id": "a"})),
+        ),
+        ("r".to_string(), chaos(json!({"action": "reject"}))),
+    ];
+    records.extend((0..20).map(|i| (format!("k{i}"), chaos(json!({"action": "ok"})))));
+    server.put(&input, &records);
+    let first = run(&["--max-retries", "3", "--retry-delay", "0.2"]);
+    first.assert_code(0);
+    assert_eq!(first.count("handled"), 21, "{}", first.stderr);
+    assert_eq!(first.count("retried"), 2);
+    assert_eq!(first.count("dead_lettered"), 1);
+    let dead = server.read_all(&format!("logpipe-host.{input}.dlt"));
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].key.as_str(), dead[0].data.clone()),
+        ("r", records[1].1.clone())
+    );
+
+    // A record that keeps failing stops its shard before it; the other
+    // shard is read to its end.
+    let mut more = vec![("z".to_string(), chaos(json!({"action": "retry"})))];
+    more.extend((0..20).map(|i| (format!("m{i}"), chaos(json!({"action": "ok"})))));
+    server.put(&input, &more);
+    let second = run(&["--max-retries", "1", "--retry-delay", "0.1"]);
+    second.assert_code(3);
+    assert_eq!(second.count("failed"), 1, "{}", second.stderr);
+    let all = server.read_all(&input);
+    let failing = all
+        .iter()
+        .find(|r| r.key == "z")
+        .expect("the failing record");
+    let behind_it = all
+        .iter()
+        .skip_while(|r| r.sequence != failing.sequence)
+        .filter(|r| r.shard == failing.shard)
+        .count()
+        - 1;
+    assert_eq!(second.count("handled") as usize, 20 - behind_it);
+    assert!(
+        second
+            .stderr
+            .contains(&format!("stopped {input}/{}", failing.shard)),
+        "{}",
+        second.stderr
+    );
+    let stored = stored_positions(&offsets);
+    let position = &stored[&(input.clone(), failing.shard.clone())];
+    assert_ne!(position, &failing.sequence, "the position stays before it");
+
+    // The next start tries it again.
+    let third = run(&["--max-retries", "0"]);
+    third.assert_code(3);
+    assert_eq!(third.count("failed"), 1);
+    assert_eq!(third.count("handled"), 0);
+}
+
+#[test]
+fn latest_skips_what_was_written_before_the_first_start() {
+    let server = KinesisServer::kinesalite();
+    let input = unique("in");
+    server.create_stream(&input, 2);
+    server.create_stream("echo-out", 1);
+    server.put(&input, &echo_records(10, 2, 0));
+    let dir = tempfile::tempdir().unwrap();
+    let offsets = dir.path().join("offsets.sqlite3");
+    let mut command = run_stream_command(&server, &example_handlers(), &input, &offsets);
+    command.args([
+        "--consumer-timeout-ms",
+        "2500",
+        "--kinesis-iterator",
+        "LATEST",
+    ]);
+    let running = Running::start(command);
+    running.wait_for("no stored position", 2, Duration::from_secs(60));
+    // The iterators are taken just after that line.
+    std::thread::sleep(Duration::from_millis(1000));
+    server.put(&input, &echo_records(6, 2, 10));
+    let finished = running.wait(LIMIT);
+    finished.assert_code(0);
+    assert_eq!(finished.count("handled"), 6, "{}", finished.stderr);
+    let by_key = numbers_by_key(&server.read_all("echo-out"));
+    assert_eq!(by_key["k0"], [5, 6, 7]);
+    assert_eq!(by_key["k1"], [5, 6, 7]);
 }

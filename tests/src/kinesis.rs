@@ -1,13 +1,12 @@
-//! Kinesis-API servers for the end-to-end tests, on 127.0.0.1: kinesalite
-//! (fast; optionally answering every Nth read or write with a throttling
-//! error) and moto (slower, but it reshards). Installed by
-//! `scripts/kinesis/setup.sh`. A test client on the real AWS SDK creates
+//! A Kinesis-API server for the end-to-end tests, on 127.0.0.1: kinesalite,
+//! optionally answering every Nth read or write with a throttling error
+//! (`scripts/kinesis/kinesalite.js`; installed by
+//! `scripts/kinesis/setup.sh`). A test client on the real AWS SDK creates
 //! streams, writes records and reads streams back.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::Client;
@@ -18,16 +17,12 @@ use tokio::runtime::Runtime;
 
 use crate::{host, root};
 
-/// Which server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Kinesalite,
-    Moto,
-}
-
 /// A Kinesis-API server on a free loopback port, killed on drop.
 pub struct KinesisServer {
     child: Child,
+    /// Closed when the test process ends, however it ends: the server
+    /// then exits too (`--exit-with-stdin`).
+    _stdin: ChildStdin,
     pub endpoint: String,
     client: Client,
     runtime: Runtime,
@@ -59,9 +54,16 @@ impl KinesisServer {
     }
 
     /// kinesalite answering every `every`th GetRecords, PutRecord and
-    /// PutRecords call with ProvisionedThroughputExceededException.
+    /// PutRecords call with ProvisionedThroughputExceededException, and
+    /// failing every `every * 2 + 1`th record of the PutRecords calls it
+    /// takes.
     pub fn kinesalite_throttling(every: u32) -> Self {
-        Self::kinesalite_with(&["--throttle-every", &every.to_string()])
+        Self::kinesalite_with(&[
+            "--throttle-every",
+            &every.to_string(),
+            "--fail-put-records-every",
+            &(every * 2 + 1).to_string(),
+        ])
     }
 
     fn kinesalite_with(extra: &[&str]) -> Self {
@@ -72,13 +74,14 @@ impl KinesisServer {
         );
         let mut child = Command::new("node")
             .arg(&script)
-            .args(["--port", "0"])
+            .args(["--port", "0", "--exit-with-stdin"])
             .args(extra)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start kinesalite (node)");
+        let stdin = child.stdin.take().expect("kinesalite stdin");
         let stdout = child.stdout.take().expect("kinesalite stdout");
         let mut line = String::new();
         BufReader::new(stdout)
@@ -89,33 +92,10 @@ impl KinesisServer {
             .strip_prefix("listening ")
             .unwrap_or_else(|| panic!("kinesalite said {line:?}"))
             .to_owned();
-        Self::connected(child, Kind::Kinesalite, format!("http://{address}"))
+        Self::connected(child, stdin, format!("http://{address}"))
     }
 
-    /// moto's server (has UpdateShardCount).
-    pub fn moto() -> Self {
-        let bin = toolchain().join("moto/bin/moto_server");
-        assert!(
-            bin.is_file(),
-            "moto is not installed: run scripts/kinesis/setup.sh setup"
-        );
-        let port = crate::free_port();
-        let child = Command::new(bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto_server");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto_server did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self::connected(child, Kind::Moto, format!("http://127.0.0.1:{port}"))
-    }
-
-    fn connected(child: Child, _kind: Kind, endpoint: String) -> Self {
+    fn connected(child: Child, stdin: ChildStdin, endpoint: String) -> Self {
         let config = aws_sdk_kinesis::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(REGION))
@@ -128,6 +108,7 @@ impl KinesisServer {
             .expect("runtime");
         KinesisServer {
             child,
+            _stdin: stdin,
             endpoint,
             client: Client::from_conf(config),
             runtime,

@@ -493,6 +493,10 @@ impl Consumption<'_> {
                 .partitions
                 .iter()
                 .any(|p| matches!(p.flow, Flow::Held(_)));
+            if holding {
+                // Idle time counts from when the last held record is let go.
+                last_record = Instant::now();
+            }
             if let Some(idle) = self.options.idle_timeout
                 && !holding
                 && last_record.elapsed() >= idle

@@ -107,9 +107,24 @@ pub fn classify<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> T
     }
 }
 
-/// An SDK failure as one line, with its causes.
-pub fn describe<E: std::error::Error + 'static>(error: &SdkError<E, HttpResponse>) -> String {
-    DisplayErrorContext(error).to_string()
+/// An SDK failure as one line: the service's error code and message, or
+/// the transport failure with its causes.
+pub fn describe<E>(error: &SdkError<E, HttpResponse>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match error {
+        SdkError::ServiceError(service) => {
+            let err = service.err();
+            format!(
+                "{} (HTTP {}): {}",
+                err.code().unwrap_or("unknown error"),
+                service.raw().status().as_u16(),
+                err.message().unwrap_or_default()
+            )
+        }
+        other => DisplayErrorContext(other).to_string(),
+    }
 }
 
 /// Exponential back-off with full jitter, capped: 50 ms, 100 ms, ... 5 s.

@@ -282,6 +282,7 @@ impl KinesisSink {
         mut pending: VecDeque<Entry>,
     ) -> Result<(), WriteError> {
         let mut backoff = Backoff::default();
+        let mut retried_partially = 0;
         while !pending.is_empty() {
             let (batch, rest) = take_batch(pending);
             pending = rest;
@@ -323,6 +324,7 @@ impl KinesisSink {
                     }
                 },
             };
+            let batch_len = batch.len();
             let mut failed = Vec::new();
             let mut first_error = None;
             for (entry, result) in batch.into_iter().zip(output.records()) {
@@ -335,15 +337,31 @@ impl KinesisSink {
             }
             if failed.is_empty() {
                 backoff.reset();
-            } else {
-                let message = format!(
-                    "{} of the batch's records failed (first: {})",
-                    failed.len(),
-                    first_error.unwrap_or_default()
-                );
-                retry_wait(&mut backoff, stream, &message).await;
-                pending = requeue(failed, pending);
+                continue;
             }
+            let message = format!(
+                "{} of {batch_len} records were refused (first: {})",
+                failed.len(),
+                first_error.unwrap_or_default()
+            );
+            if failed.len() < batch_len {
+                // Partial failures are the stream's limits at work: retry
+                // the rest soon, without the growing wait of a refusal.
+                retried_partially += failed.len();
+                backoff.reset();
+                tracing::debug!(stream, "Kinesis PutRecords: {message}; retrying them");
+                tokio::time::sleep(backoff.next_delay()).await;
+            } else {
+                retry_wait(&mut backoff, stream, &message).await;
+            }
+            pending = requeue(failed, pending);
+        }
+        if retried_partially > 0 {
+            tracing::info!(
+                stream,
+                records = retried_partially,
+                "Kinesis PutRecords: records refused by the stream's limits were written on retry"
+            );
         }
         Ok(())
     }

@@ -207,6 +207,8 @@ impl Consumption<'_> {
             .collect();
         self.sink.put_ordered(records)?;
         self.store.mark_sent_through(last)?;
+        // Time spent writing (throttled, perhaps) is not idle time.
+        self.last_record = Instant::now();
         Ok(())
     }
 
@@ -377,6 +379,9 @@ impl Consumption<'_> {
                 millis_behind,
             }) => {
                 shard.caught_up = records.is_empty() && millis_behind.unwrap_or(0) == 0;
+                if !records.is_empty() {
+                    self.last_record = Instant::now();
+                }
                 shard.buffer.extend(records);
                 Ok(!shard.buffer.is_empty())
             }
@@ -493,10 +498,11 @@ impl Consumption<'_> {
         {
             return Some(self.failed());
         }
+        // Records in hand, or held back, are not idleness.
         let waiting = self
             .shards
             .iter()
-            .any(|s| matches!(s.flow, Flow::Waiting { .. }));
+            .any(|s| matches!(s.flow, Flow::Waiting { .. }) || !s.buffer.is_empty());
         if let Some(idle) = self.options.idle_timeout
             && !waiting
             && self.last_record.elapsed() >= idle
