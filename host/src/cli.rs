@@ -16,13 +16,16 @@ use crate::policy::{Action, ErrorClass, Policies, RetryPolicy, Seconds};
 #[command(
     name = "logpipe-host",
     version,
-    about = "Run logpipe message handlers as sandboxed WebAssembly components over Kafka",
+    about = "Run logpipe message handlers as sandboxed WebAssembly components over Kafka or Kinesis",
     after_help = "Examples:
   # try it: an embedded Kafka-protocol cluster, the example handlers, two topics
   logpipe-host dev --handlers target/handlers --topic people --topic echo
 
   # consume from a broker; offsets go to ./logpipe-offsets.sqlite3
   logpipe-host run --handlers ./handlers --topic people --bootstrap-servers 127.0.0.1:9092
+
+  # the same handlers over a Kinesis stream (AWS credentials and region from the usual chain)
+  logpipe-host run --handlers ./handlers --stream people
 
   # send a message, rendered exactly as django-logpipe renders it
   logpipe-host produce --topic people --type person --version 1 \\
@@ -39,15 +42,17 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Consume topics and hand each record to the handler of its (type, version).
+    /// Consume Kafka topics (--topic) or Kinesis streams (--stream) and hand each record to the handler of its (type, version).
     #[command(
         after_help = "Exit status: 0 when stopped by --consumer-timeout-ms or a signal, \
-3 when a record failed (handler asked to retry or trapped) and its partition was stopped \
-after the other partitions were drained, 1 on any other error.
+3 when a record failed (handler asked to retry or trapped) and its partition (or shard) was \
+stopped after the others were drained, 1 on any other error.
 
-Example:
+Examples:
   logpipe-host run --handlers ./handlers --topic people --topic orders \\
-      --bootstrap-servers 127.0.0.1:9092 --offsets /var/lib/logpipe/offsets.sqlite3"
+      --bootstrap-servers 127.0.0.1:9092 --offsets /var/lib/logpipe/offsets.sqlite3
+  AWS_REGION=eu-west-1 logpipe-host run --handlers ./handlers --stream people \\
+      --kinesis-iterator LATEST"
     )]
     Run(RunArgs),
     /// Produce logpipe envelopes: one BODY_JSON argument, or one JSON body per stdin line.
