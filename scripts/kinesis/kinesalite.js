@@ -3,7 +3,7 @@
 // the Kinesis source's tests, optionally injecting faults.
 //
 //   node scripts/kinesis/kinesalite.js [--port N] [--throttle-every N]
-//        [--fail-put-records-every N] [--create-stream-ms N]
+//        [--fail-put-records-every N] [--expire-iterators-every N] [--create-stream-ms N]
 //        [--delete-stream-ms N] [--update-stream-ms N] [--shard-limit N]
 //        [--exit-with-stdin]
 //
@@ -18,6 +18,10 @@
 //                             not stored and comes back as a failed entry
 //                             (ErrorCode ProvisionedThroughputExceededException);
 //                             FailedRecordCount counts it.
+// --expire-iterators-every N  every Nth GetRecords request (after the ones
+//                             throttled) is answered with HTTP 400
+//                             ExpiredIteratorException: the client must get a
+//                             new iterator and lose nothing.
 // --create-stream-ms N        how long a new stream stays CREATING (default 50;
 //                             kinesalite's own default is 500). Also the
 //                             default of --delete-stream-ms (DELETING) and
@@ -62,6 +66,7 @@ const opts = {
   port: 0,
   throttleEvery: 0, // 0 = off
   failPutRecordsEvery: 0, // 0 = off
+  expireIteratorsEvery: 0, // 0 = off
   createStreamMs: 50,
   deleteStreamMs: null,
   updateStreamMs: null,
@@ -72,6 +77,7 @@ const numeric = {
   '--port': ['port', 0, 65535],
   '--throttle-every': ['throttleEvery', 1, Number.MAX_SAFE_INTEGER],
   '--fail-put-records-every': ['failPutRecordsEvery', 1, Number.MAX_SAFE_INTEGER],
+  '--expire-iterators-every': ['expireIteratorsEvery', 1, Number.MAX_SAFE_INTEGER],
   '--create-stream-ms': ['createStreamMs', 0, 3600000],
   '--delete-stream-ms': ['deleteStreamMs', 0, 3600000],
   '--update-stream-ms': ['updateStreamMs', 0, 3600000],
@@ -152,6 +158,11 @@ const THROTTLE_BODY = {
   __type: 'ProvisionedThroughputExceededException',
   message: 'Rate exceeded for shard (injected by kinesalite.js --throttle-every)',
 }
+const EXPIRED_BODY = {
+  __type: 'ExpiredIteratorException',
+  message: 'Iterator expired (injected by kinesalite.js --expire-iterators-every)',
+}
+let getRecordsSeen = 0 // for --expire-iterators-every
 const FAILED_ENTRY = {
   ErrorCode: 'ProvisionedThroughputExceededException',
   ErrorMessage: 'Rate exceeded for shard (injected by kinesalite.js --fail-put-records-every)',
@@ -314,6 +325,17 @@ function handle(req, res) {
       req.on('end', () => {
         const contentType = contentTypeOf(req) === AMZ_CBOR ? AMZ_CBOR : AMZ_JSON
         send(res, 400, contentType, encode(contentType, THROTTLE_BODY))
+      })
+      return
+    }
+  }
+  if (opts.expireIteratorsEvery && target === 'Kinesis_20131202.GetRecords') {
+    getRecordsSeen += 1
+    if (getRecordsSeen % opts.expireIteratorsEvery === 0) {
+      req.resume()
+      req.on('end', () => {
+        const contentType = contentTypeOf(req) === AMZ_CBOR ? AMZ_CBOR : AMZ_JSON
+        send(res, 400, contentType, encode(contentType, EXPIRED_BODY))
       })
       return
     }

@@ -506,3 +506,31 @@ fn latest_skips_what_was_written_before_the_first_start() {
     assert_eq!(by_key["k0"], [5, 6, 7]);
     assert_eq!(by_key["k1"], [5, 6, 7]);
 }
+
+#[test]
+fn expired_iterators_are_renewed_from_the_last_record_fetched() {
+    let server = KinesisServer::kinesalite_expiring_iterators(4);
+    let input = unique("in");
+    server.create_stream(&input, 2);
+    server.create_stream("echo-out", 1);
+    server.put(&input, &echo_records(2000, 10, 0));
+    let dir = tempfile::tempdir().unwrap();
+    let offsets = dir.path().join("offsets.sqlite3");
+    let mut command = run_stream_command(&server, &example_handlers(), &input, &offsets);
+    // Small pages: many GetRecords calls, every 4th answered "expired".
+    command.args([
+        "--consumer-timeout-ms",
+        "1500",
+        "--kinesis-fetch-limit",
+        "50",
+    ]);
+    let finished = finish(command, None, LIMIT);
+    finished.assert_code(0);
+    assert_eq!(finished.count("handled"), 2000, "{}", finished.stderr);
+    assert!(
+        finished.stderr.contains("shard iterator expired"),
+        "{}",
+        finished.stderr
+    );
+    assert_complete_and_ordered(&server.read_all("echo-out"), 10, 200);
+}

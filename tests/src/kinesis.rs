@@ -66,6 +66,12 @@ impl KinesisServer {
         ])
     }
 
+    /// kinesalite answering every `every`th GetRecords call with
+    /// ExpiredIteratorException.
+    pub fn kinesalite_expiring_iterators(every: u32) -> Self {
+        Self::kinesalite_with(&["--expire-iterators-every", &every.to_string()])
+    }
+
     fn kinesalite_with(extra: &[&str]) -> Self {
         let script = root().join("scripts/kinesis/kinesalite.js");
         assert!(
@@ -297,27 +303,32 @@ impl KinesisServer {
 
     fn read_shard(&self, stream: &str, shard: &str) -> Vec<StreamRecord> {
         self.runtime.block_on(async {
-            let mut iterator = self
-                .client
-                .get_shard_iterator()
-                .stream_name(stream)
-                .shard_id(shard)
-                .shard_iterator_type(ShardIteratorType::TrimHorizon)
-                .send()
-                .await
-                .expect("GetShardIterator")
-                .shard_iterator()
-                .map(str::to_owned);
-            let mut records = Vec::new();
+            let mut records: Vec<StreamRecord> = Vec::new();
+            let mut iterator = self.iterator(stream, shard, None).await;
             while let Some(current) = iterator {
-                let output = self
+                let sent = self
                     .client
                     .get_records()
                     .shard_iterator(current)
                     .limit(10_000)
                     .send()
-                    .await
-                    .expect("GetRecords");
+                    .await;
+                let output = match sent {
+                    Ok(output) => output,
+                    Err(error) => {
+                        // Injected faults (kinesalite_expiring_iterators,
+                        // kinesalite_throttling): go on after the last record.
+                        let text = format!("{error:?}");
+                        assert!(
+                            text.contains("ExpiredIterator")
+                                || text.contains("ProvisionedThroughputExceeded"),
+                            "GetRecords: {text}"
+                        );
+                        let after = records.last().map(|r| r.sequence.clone());
+                        iterator = self.iterator(stream, shard, after).await;
+                        continue;
+                    }
+                };
                 for record in output.records() {
                     records.push(StreamRecord {
                         shard: shard.to_owned(),
@@ -333,6 +344,27 @@ impl KinesisServer {
             }
             records
         })
+    }
+
+    /// An iterator at the start of `shard`, or after `after`.
+    async fn iterator(&self, stream: &str, shard: &str, after: Option<String>) -> Option<String> {
+        let request = self
+            .client
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(shard);
+        let request = match after {
+            Some(sequence) => request
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .starting_sequence_number(sequence),
+            None => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+        };
+        request
+            .send()
+            .await
+            .expect("GetShardIterator")
+            .shard_iterator()
+            .map(str::to_owned)
     }
 }
 

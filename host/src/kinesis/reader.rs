@@ -117,7 +117,14 @@ pub async fn read_shard(
                         wait(&mut backoff, &stream, &shard, &client::describe(&error)).await;
                     }
                     // Renewed from the last record sent, above.
-                    Trouble::ExpiredIterator => {}
+                    Trouble::ExpiredIterator => {
+                        tracing::info!(
+                            stream,
+                            shard,
+                            after = last_sent.as_deref().unwrap_or("(start)"),
+                            "shard iterator expired; getting a new one"
+                        );
+                    }
                     Trouble::NotFound | Trouble::Fatal => {
                         let message = client::describe(&error);
                         let _ = pages.send(Fetched::Failed(message)).await;
