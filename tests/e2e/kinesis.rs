@@ -534,3 +534,37 @@ fn expired_iterators_are_renewed_from_the_last_record_fetched() {
     );
     assert_complete_and_ordered(&server.read_all("echo-out"), 10, 200);
 }
+
+#[test]
+fn start_up_refusals_name_the_stream_and_the_cause() {
+    let server = KinesisServer::kinesalite();
+    let input = unique("in");
+    server.create_stream(&input, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let offsets = dir.path().join("offsets.sqlite3");
+    let refused = |command: std::process::Command, needle: &str| {
+        let finished = finish(command, None, Duration::from_secs(60));
+        finished.assert_code(1);
+        assert!(
+            finished.stderr.contains(needle),
+            "{needle}:\n{}",
+            finished.stderr
+        );
+    };
+
+    let missing = run_stream_command(&server, &example_handlers(), "nope", &offsets);
+    refused(missing, "Kinesis stream \"nope\" does not exist");
+
+    let mut anonymous = run_stream_command(&server, &example_handlers(), &input, &offsets);
+    anonymous
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY");
+    refused(anonymous, "no credentials found");
+
+    let mut non_blocking = run_stream_command(&server, &example_handlers(), &input, &offsets);
+    non_blocking.args(["--max-retries", "2", "--retry-non-blocking"]);
+    refused(
+        non_blocking,
+        "non-blocking retries need retry topics, which only Kafka has",
+    );
+}

@@ -103,7 +103,7 @@ impl Writer {
                 runtime.handle().clone(),
                 args.kinesis.kinesis_seq_num_cache_size,
             );
-            sink.check_stream(stream)?;
+            sink.check_stream_at_start(stream, Duration::from_secs(30))?;
             return Ok(Writer::Kinesis {
                 sink,
                 stream: stream.clone(),

@@ -19,6 +19,8 @@ use crate::offsets::{HostLock, OffsetStore};
 use crate::outbox::OutboxSink;
 use crate::state::StateStore;
 
+/// How long start-up waits for Kinesis to answer before giving up.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Shards of a dead-letter stream the host creates.
 const DEAD_LETTER_SHARDS: i32 = 1;
 
@@ -42,7 +44,7 @@ pub fn run(args: RunArgs, shutdown: &AtomicBool) -> anyhow::Result<ExitCode> {
         streams.kinesis.kinesis_seq_num_cache_size,
     ));
     for stream in &streams.streams {
-        sink.check_stream(stream)
+        sink.check_stream_at_start(stream, START_TIMEOUT)
             .with_context(|| format!("cannot consume Kinesis stream {stream:?}"))?;
     }
     let mut store = OffsetStore::open(offsets)?;

@@ -9,7 +9,7 @@ use aws_sdk_kinesis::config::Region;
 use aws_sdk_kinesis::config::http::HttpResponse;
 use aws_sdk_kinesis::config::retry::RetryConfig;
 use aws_sdk_kinesis::config::timeout::TimeoutConfig;
-use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 
 /// Where the streams are.
 #[derive(Debug, Clone, Default)]
@@ -85,9 +85,12 @@ pub enum Trouble {
 /// Sort an SDK failure into a [`Trouble`].
 pub fn classify<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> Trouble {
     match error {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            Trouble::Transient
-        }
+        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => Trouble::Transient,
+        // The network is worth retrying; missing credentials are not.
+        SdkError::DispatchFailure(failure) => match failure.as_connector_error() {
+            Some(connector) if connector.is_io() || connector.is_timeout() => Trouble::Transient,
+            _ => Trouble::Fatal,
+        },
         SdkError::ServiceError(service) => match service.err().code() {
             Some(
                 "ProvisionedThroughputExceededException"
@@ -123,7 +126,17 @@ where
                 err.message().unwrap_or_default()
             )
         }
-        other => DisplayErrorContext(other).to_string(),
+        other => {
+            // The error and its causes, without their debug dumps.
+            let mut text = other.to_string();
+            let mut cause = std::error::Error::source(other);
+            while let Some(error) = cause {
+                text.push_str(": ");
+                text.push_str(&error.to_string());
+                cause = error.source();
+            }
+            text
+        }
     }
 }
 

@@ -40,6 +40,11 @@ pub enum WriteError {
     KeyTooLong(usize),
     #[error("cannot write to Kinesis stream {stream:?}: {message}")]
     Failed { stream: String, message: String },
+    #[error(
+        "Kinesis did not answer about stream {stream:?} within {waited:?} (check \
+         --kinesis-endpoint, the region and the network)"
+    )]
+    Unreachable { stream: String, waited: Duration },
     #[error("Kinesis stream {stream:?} did not become ACTIVE within {waited:?}")]
     NotActive { stream: String, waited: Duration },
 }
@@ -112,6 +117,22 @@ impl KinesisSink {
             streams.insert(stream.to_owned(), entry);
         }
         found.map(drop)
+    }
+
+    /// [`Self::check_stream`] at start-up: a stream that cannot be reached
+    /// within `limit` (wrong endpoint, network down) is an error rather
+    /// than an endless retry.
+    pub fn check_stream_at_start(&self, stream: &str, limit: Duration) -> Result<(), WriteError> {
+        let status = self
+            .runtime
+            .block_on(async { tokio::time::timeout(limit, self.stream_status(stream)).await });
+        match status {
+            Ok(found) => found.map(drop),
+            Err(_) => Err(WriteError::Unreachable {
+                stream: stream.to_owned(),
+                waited: limit,
+            }),
+        }
     }
 
     async fn stream_status(&self, stream: &str) -> Result<StreamStatus, WriteError> {
