@@ -3,7 +3,7 @@
 //! The handlers are the example guests, unchanged.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use logpipe_tests::kinesis::{KinesisServer, StreamRecord, host_for, run_stream_command};
@@ -61,6 +61,36 @@ fn assert_complete_and_ordered(records: &[StreamRecord], keys: usize, per_key: u
     }
 }
 
+/// An input stream loaded with echo envelopes, the `echo-out` stream the
+/// echo guest writes to, and a fresh offsets file.
+struct EchoStreams {
+    server: KinesisServer,
+    input: String,
+    offsets: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl EchoStreams {
+    fn new(
+        server: KinesisServer,
+        shards: i32,
+        output_shards: i32,
+        records: Vec<(String, Vec<u8>)>,
+    ) -> Self {
+        let input = unique("in");
+        server.create_stream(&input, shards);
+        server.create_stream("echo-out", output_shards);
+        server.put(&input, &records);
+        let dir = tempfile::tempdir().unwrap();
+        EchoStreams {
+            offsets: dir.path().join("offsets.sqlite3"),
+            server,
+            input,
+            _dir: dir,
+        }
+    }
+}
+
 fn stored_positions(offsets: &Path) -> BTreeMap<(String, String), String> {
     let conn = rusqlite::Connection::open(offsets).expect("open offsets");
     let mut stmt = conn
@@ -76,25 +106,20 @@ fn stored_positions(offsets: &Path) -> BTreeMap<(String, String), String> {
 
 #[test]
 fn two_shards_5k_records_are_handled_once_in_order_and_a_restart_resumes() {
-    let server = KinesisServer::kinesalite();
-    let input = unique("in");
-    server.create_stream(&input, 2);
-    server.create_stream("echo-out", 2);
-    server.put(&input, &echo_records(5000, 50, 0));
-    let dir = tempfile::tempdir().unwrap();
-    let offsets = dir.path().join("offsets.sqlite3");
+    let echo = EchoStreams::new(KinesisServer::kinesalite(), 2, 2, echo_records(5000, 50, 0));
+    let (server, input, offsets) = (&echo.server, &echo.input, &echo.offsets);
 
-    let mut command = run_stream_command(&server, &example_handlers(), &input, &offsets);
+    let mut command = run_stream_command(server, &example_handlers(), input, offsets);
     command.args(["--consumer-timeout-ms", "1500"]);
     let first = finish(command, None, LIMIT);
     first.assert_code(0);
     assert_eq!(first.count("handled"), 5000, "{}", first.stderr);
     assert_eq!(first.count("records"), 5000);
     assert_complete_and_ordered(&server.read_all("echo-out"), 50, 100);
-    let positions = stored_positions(&offsets);
+    let positions = stored_positions(offsets);
     assert_eq!(positions.len(), 2, "one position per shard: {positions:?}");
     // The stored position is each shard's last record.
-    let input_records = server.read_all(&input);
+    let input_records = server.read_all(input);
     for ((_, shard), sequence) in &positions {
         let last = input_records
             .iter()
@@ -104,8 +129,8 @@ fn two_shards_5k_records_are_handled_once_in_order_and_a_restart_resumes() {
     }
 
     // A restart handles only what came since.
-    server.put(&input, &echo_records(1000, 50, 5000));
-    let mut command = run_stream_command(&server, &example_handlers(), &input, &offsets);
+    server.put(input, &echo_records(1000, 50, 5000));
+    let mut command = run_stream_command(server, &example_handlers(), input, offsets);
     command.args(["--consumer-timeout-ms", "1500"]);
     let second = finish(command, None, LIMIT);
     second.assert_code(0);
@@ -118,15 +143,15 @@ fn two_shards_5k_records_are_handled_once_in_order_and_a_restart_resumes() {
 fn throttled_reads_and_writes_are_retried_and_no_shard_is_dropped() {
     // Every 3rd GetRecords, PutRecord and PutRecords answers
     // ProvisionedThroughputExceededException.
-    let server = KinesisServer::kinesalite_throttling(3);
-    let input = unique("in");
-    server.create_stream(&input, 2);
-    server.create_stream("echo-out", 1);
-    server.put(&input, &echo_records(1000, 50, 0));
-    let dir = tempfile::tempdir().unwrap();
-    let offsets = dir.path().join("offsets.sqlite3");
+    let echo = EchoStreams::new(
+        KinesisServer::kinesalite_throttling(3),
+        2,
+        1,
+        echo_records(1000, 50, 0),
+    );
+    let (server, input, offsets) = (&echo.server, &echo.input, &echo.offsets);
     let run = |mode: &str| {
-        let mut command = run_stream_command(&server, &example_handlers(), &input, &offsets);
+        let mut command = run_stream_command(server, &example_handlers(), input, offsets);
         command.args([
             "--consumer-timeout-ms",
             "2000",
@@ -158,7 +183,7 @@ fn throttled_reads_and_writes_are_retried_and_no_shard_is_dropped() {
     );
     assert_complete_and_ordered(&server.read_all("echo-out"), 50, 20);
     // Direct mode: each produce is a PutRecord, retried inside the call.
-    server.put(&input, &echo_records(250, 50, 1000));
+    server.put(input, &echo_records(250, 50, 1000));
     let direct = run("direct");
     assert_eq!(direct.count("handled"), 250, "{}", direct.stderr);
     assert_complete_and_ordered(&server.read_all("echo-out"), 50, 25);
@@ -166,14 +191,9 @@ fn throttled_reads_and_writes_are_retried_and_no_shard_is_dropped() {
 
 #[test]
 fn direct_mode_writes_each_record_in_order_per_key() {
-    let server = KinesisServer::kinesalite();
-    let input = unique("in");
-    server.create_stream(&input, 2);
-    server.create_stream("echo-out", 2);
-    server.put(&input, &echo_records(600, 6, 0));
-    let dir = tempfile::tempdir().unwrap();
-    let offsets = dir.path().join("offsets.sqlite3");
-    let mut command = run_stream_command(&server, &example_handlers(), &input, &offsets);
+    let echo = EchoStreams::new(KinesisServer::kinesalite(), 2, 2, echo_records(600, 6, 0));
+    let (server, input, offsets) = (&echo.server, &echo.input, &echo.offsets);
+    let mut command = run_stream_command(server, &example_handlers(), input, offsets);
     command.args(["--consumer-timeout-ms", "1500", "--produce-mode", "direct"]);
     let finished = finish(command, None, LIMIT);
     finished.assert_code(0);
@@ -195,14 +215,9 @@ fn direct_mode_writes_each_record_in_order_per_key() {
 
 #[test]
 fn a_split_and_a_merge_during_consumption_keep_order_per_key_and_lose_nothing() {
-    let server = KinesisServer::kinesalite();
-    let input = unique("in");
-    server.create_stream(&input, 1);
-    server.create_stream("echo-out", 1);
-    server.put(&input, &echo_records(1000, 10, 0));
-    let dir = tempfile::tempdir().unwrap();
-    let offsets = dir.path().join("offsets.sqlite3");
-    let mut command = run_stream_command(&server, &example_handlers(), &input, &offsets);
+    let echo = EchoStreams::new(KinesisServer::kinesalite(), 1, 1, echo_records(1000, 10, 0));
+    let (server, input, offsets) = (&echo.server, &echo.input, &echo.offsets);
+    let mut command = run_stream_command(server, &example_handlers(), input, offsets);
     command.args([
         "--consumer-timeout-ms",
         "3000",
@@ -213,12 +228,12 @@ fn a_split_and_a_merge_during_consumption_keep_order_per_key_and_lose_nothing() 
     running.wait_for("no stored position", 1, Duration::from_secs(60));
     // Split the shard while the host reads it, then write more: the new
     // records go to the children, which must wait for their parent.
-    let parent = server.shards(&input).remove(0);
-    let (left, right) = server.split_shard(&input, &parent);
-    server.put(&input, &echo_records(1000, 10, 1000));
+    let parent = server.shards(input).remove(0);
+    let (left, right) = server.split_shard(input, &parent);
+    server.put(input, &echo_records(1000, 10, 1000));
     // Merge the children back: the grandchild waits for both.
-    server.merge_shards(&input, &left, &right);
-    server.put(&input, &echo_records(1000, 10, 2000));
+    server.merge_shards(input, &left, &right);
+    server.put(input, &echo_records(1000, 10, 2000));
     let finished = running.wait(LIMIT);
     finished.assert_code(0);
     assert_eq!(finished.count("handled"), 3000, "{}", finished.stderr);
@@ -232,7 +247,7 @@ fn a_split_and_a_merge_during_consumption_keep_order_per_key_and_lose_nothing() 
         finished.stderr
     );
     assert_eq!(
-        server.shards(&input).len(),
+        server.shards(input).len(),
         4,
         "parent, two children, merged"
     );
@@ -366,15 +381,10 @@ fn produce_cli_writes_to_a_stream_in_order_and_reports_bad_lines() {
 
 #[test]
 fn records_wait_for_the_minimum_lag() {
-    let server = KinesisServer::kinesalite();
-    let input = unique("in");
-    server.create_stream(&input, 1);
-    server.create_stream("echo-out", 1);
-    let dir = tempfile::tempdir().unwrap();
-    let offsets = dir.path().join("offsets.sqlite3");
-    server.put(&input, &echo_records(20, 2, 0));
+    let echo = EchoStreams::new(KinesisServer::kinesalite(), 1, 1, echo_records(20, 2, 0));
+    let (server, input, offsets) = (&echo.server, &echo.input, &echo.offsets);
     let put_at = std::time::Instant::now();
-    let mut command = run_stream_command(&server, &example_handlers(), &input, &offsets);
+    let mut command = run_stream_command(server, &example_handlers(), input, offsets);
     command.args([
         "--consumer-timeout-ms",
         "500",
@@ -480,14 +490,9 @@ fn failures_hold_dead_letter_or_stop_only_their_own_shard() {
 
 #[test]
 fn latest_skips_what_was_written_before_the_first_start() {
-    let server = KinesisServer::kinesalite();
-    let input = unique("in");
-    server.create_stream(&input, 2);
-    server.create_stream("echo-out", 1);
-    server.put(&input, &echo_records(10, 2, 0));
-    let dir = tempfile::tempdir().unwrap();
-    let offsets = dir.path().join("offsets.sqlite3");
-    let mut command = run_stream_command(&server, &example_handlers(), &input, &offsets);
+    let echo = EchoStreams::new(KinesisServer::kinesalite(), 2, 1, echo_records(10, 2, 0));
+    let (server, input, offsets) = (&echo.server, &echo.input, &echo.offsets);
+    let mut command = run_stream_command(server, &example_handlers(), input, offsets);
     command.args([
         "--consumer-timeout-ms",
         "2500",
@@ -498,7 +503,7 @@ fn latest_skips_what_was_written_before_the_first_start() {
     running.wait_for("no stored position", 2, Duration::from_secs(60));
     // The iterators are taken just after that line.
     std::thread::sleep(Duration::from_millis(1000));
-    server.put(&input, &echo_records(6, 2, 10));
+    server.put(input, &echo_records(6, 2, 10));
     let finished = running.wait(LIMIT);
     finished.assert_code(0);
     assert_eq!(finished.count("handled"), 6, "{}", finished.stderr);
@@ -509,14 +514,14 @@ fn latest_skips_what_was_written_before_the_first_start() {
 
 #[test]
 fn expired_iterators_are_renewed_from_the_last_record_fetched() {
-    let server = KinesisServer::kinesalite_expiring_iterators(4);
-    let input = unique("in");
-    server.create_stream(&input, 2);
-    server.create_stream("echo-out", 1);
-    server.put(&input, &echo_records(2000, 10, 0));
-    let dir = tempfile::tempdir().unwrap();
-    let offsets = dir.path().join("offsets.sqlite3");
-    let mut command = run_stream_command(&server, &example_handlers(), &input, &offsets);
+    let echo = EchoStreams::new(
+        KinesisServer::kinesalite_expiring_iterators(4),
+        2,
+        1,
+        echo_records(2000, 10, 0),
+    );
+    let (server, input, offsets) = (&echo.server, &echo.input, &echo.offsets);
+    let mut command = run_stream_command(server, &example_handlers(), input, offsets);
     // Small pages: many GetRecords calls, every 4th answered "expired".
     command.args([
         "--consumer-timeout-ms",

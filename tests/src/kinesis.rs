@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType, StreamStatus};
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, Shard, ShardIteratorType, StreamStatus};
 use tokio::runtime::Runtime;
 
 use crate::{host, root};
@@ -160,27 +160,19 @@ impl KinesisServer {
     /// children.
     pub fn split_shard(&self, stream: &str, shard: &str) -> (String, String) {
         let before = self.shards(stream);
-        let range = self.runtime.block_on(async {
-            let output = self
-                .client
-                .list_shards()
-                .stream_name(stream)
-                .send()
-                .await
-                .expect("ListShards");
-            let found = output
-                .shards()
-                .iter()
-                .find(|s| s.shard_id() == shard)
-                .expect("shard listed")
-                .hash_key_range()
-                .expect("hash key range")
-                .clone();
-            (
-                found.starting_hash_key().parse::<u128>().expect("start"),
-                found.ending_hash_key().parse::<u128>().expect("end"),
-            )
-        });
+        let found = self
+            .listing(stream)
+            .into_iter()
+            .find(|s| s.shard_id() == shard)
+            .expect("shard listed");
+        let hash_keys = found.hash_key_range().expect("hash key range");
+        let range = (
+            hash_keys
+                .starting_hash_key()
+                .parse::<u128>()
+                .expect("start"),
+            hash_keys.ending_hash_key().parse::<u128>().expect("end"),
+        );
         let middle = range.0 + (range.1 - range.0) / 2 + 1;
         self.runtime.block_on(async {
             self.client
@@ -276,19 +268,22 @@ impl KinesisServer {
 
     /// Every shard's id, parents first.
     pub fn shards(&self, stream: &str) -> Vec<String> {
+        self.listing(stream)
+            .iter()
+            .map(|s| s.shard_id().to_owned())
+            .collect()
+    }
+
+    fn listing(&self, stream: &str) -> Vec<Shard> {
         self.runtime.block_on(async {
-            let output = self
-                .client
+            self.client
                 .list_shards()
                 .stream_name(stream)
                 .send()
                 .await
-                .expect("ListShards");
-            output
+                .expect("ListShards")
                 .shards()
-                .iter()
-                .map(|s| s.shard_id().to_owned())
-                .collect()
+                .to_vec()
         })
     }
 
