@@ -8,7 +8,9 @@ use clap::{Args, Parser, Subcommand};
 use std::sync::Arc;
 
 use crate::component::ProduceSettings;
+use crate::config::KafkaTables;
 use crate::envelope::Format;
+use crate::kafka::KafkaSettings;
 use crate::kafka::config::parse_property;
 use crate::policy::{Action, ErrorClass, Policies, RetryPolicy, Seconds};
 
@@ -35,6 +37,10 @@ pub struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `logpipe_host=debug,guest=trace`.
     #[arg(long, global = true, env = "LOGPIPE_LOG", default_value = "info")]
     pub log: String,
+
+    /// TOML config file: every option as a key (`bootstrap-servers = "..."`), django-logpipe's setting names, [kafka.*] property tables, [[consumer]] blocks. Command line and LOGPIPE_* win over it.
+    #[arg(long, global = true, env = "LOGPIPE_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -73,6 +79,26 @@ memory and vanish on exit. Produce into it from another terminal with
     /// Read the handlers' key-value store (in the offsets database).
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Check a config file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate --config and print the settings `run` would use, with where each comes from (secrets masked).
+    #[command(after_help = "Exit status: 0 when the config is valid, 1 otherwise.
+
+Example:
+  logpipe-host config check --config logpipe.toml")]
+    Check(ConfigCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigCheckArgs {
+    /// Check only this [[consumer]] block.
+    #[arg(long, value_name = "NAME")]
+    pub consumer: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -473,6 +499,24 @@ pub struct KafkaArgs {
     /// Raw librdkafka property for every client, e.g. `-X security.protocol=ssl` (repeatable).
     #[arg(short = 'X', env = "LOGPIPE_KAFKA_PROPERTIES", value_delimiter = ' ', value_parser = parse_property, value_name = "KEY=VALUE")]
     pub properties: Vec<(String, String)>,
+
+    /// The config file's [kafka.global], [kafka.consumer] and [kafka.producer] tables.
+    #[arg(skip)]
+    pub file_properties: KafkaTables,
+}
+
+impl KafkaArgs {
+    /// Properties in rising precedence: the file's tables, then `-X`.
+    pub fn settings(&self) -> KafkaSettings {
+        let mut global = self.file_properties.global.clone();
+        global.extend(self.properties.iter().cloned());
+        KafkaSettings {
+            bootstrap_servers: self.bootstrap_servers.clone(),
+            properties: global,
+            consumer_properties: self.file_properties.consumer.clone(),
+            producer_properties: self.file_properties.producer.clone(),
+        }
+    }
 }
 
 /// Where a shard with no stored position starts.
@@ -563,6 +607,9 @@ pub struct StreamArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// Run only this [[consumer]] of --config (default: all of them, concurrently).
+    #[arg(long, env = "LOGPIPE_CONSUMER", value_name = "NAME")]
+    pub consumer: Option<String>,
     #[command(flatten)]
     pub handler: HandlerArgs,
     #[command(flatten)]

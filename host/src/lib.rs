@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod commands;
 pub mod component;
+pub mod config;
 pub mod dispatch;
 pub mod envelope;
 pub mod kafka;

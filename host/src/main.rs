@@ -6,13 +6,22 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use clap::Parser;
-use logpipe_host::cli::{Cli, Command, HandlersCommand, StoreCommand};
+use logpipe_host::cli::{Command, ConfigCommand, HandlersCommand, StoreCommand};
 use logpipe_host::commands;
+use logpipe_host::config::{self, CommandLineError};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let config::ParsedCli { cli, context } =
+        match config::parse_command_line(std::env::args_os().collect()) {
+            Ok(parsed) => parsed,
+            // clap prints help, version and usage errors itself.
+            Err(CommandLineError::Clap(error)) => error.exit(),
+            Err(CommandLineError::Config(error)) => {
+                eprintln!("error: {error}");
+                return ExitCode::from(2);
+            }
+        };
     let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|e| {
         eprintln!("ignoring invalid --log filter {:?}: {e}", cli.log);
         EnvFilter::new("info")
@@ -24,13 +33,14 @@ fn main() -> ExitCode {
         .init();
     let shutdown = watch_signals();
     let result = match cli.command {
-        Command::Run(args) => commands::run::run(args, &shutdown),
+        Command::Run(args) => commands::run::run_command(args, &context, &shutdown),
         Command::Produce(args) => commands::produce::produce(args),
         Command::Dev(args) => commands::dev::dev(args, &shutdown),
         Command::Handlers(HandlersCommand::List(args)) => commands::handlers::list(args),
         Command::Store(StoreCommand::Get(args)) => commands::store::get(args),
         Command::Store(StoreCommand::Scan(args)) => commands::store::scan(args),
         Command::Store(StoreCommand::Export(args)) => commands::store::export(args),
+        Command::Config(ConfigCommand::Check(args)) => commands::config::check(&args, &context),
     };
     match result {
         Ok(code) => code,

@@ -48,7 +48,7 @@ pub fn dev(args: DevArgs, shutdown: &AtomicBool) -> anyhow::Result<ExitCode> {
     );
     let settings = KafkaSettings {
         bootstrap_servers: bootstrap,
-        properties: Vec::new(),
+        ..KafkaSettings::default()
     };
     // The mock cluster has no CreateTopics API: create through the mock.
     let create = |needed: &[(String, i32)]| {

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::cli::ProduceArgs;
 use crate::component::ProduceSettings;
 use crate::envelope;
-use crate::kafka::{KafkaSettings, KafkaSink};
+use crate::kafka::KafkaSink;
 use crate::kinesis::sink::{OutRecord, partition_key};
 use crate::kinesis::{KinesisClient, KinesisSink};
 
@@ -115,11 +115,7 @@ impl Writer {
             .topic
             .clone()
             .context("give --topic (Kafka) or --stream (Kinesis)")?;
-        let settings = KafkaSettings {
-            bootstrap_servers: args.kafka.bootstrap_servers.clone(),
-            properties: args.kafka.properties.clone(),
-        };
-        let sink = KafkaSink::new(&settings).context("cannot start the producer")?;
+        let sink = KafkaSink::new(&args.kafka.settings()).context("cannot start the producer")?;
         sink.check_topic(&topic)?;
         Ok(Writer::Kafka { sink, topic })
     }

@@ -1,7 +1,8 @@
 //! `logpipe-host run`: consume Kafka topics (here) or Kinesis streams
 //! ([`super::run_kinesis`]) and dispatch to handlers.
 
-use std::path::Path;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -16,6 +17,7 @@ use crate::component::host_api::HostServices;
 use crate::component::manifest::HandlerDefaults;
 use crate::component::watcher::{self, WatchOptions};
 use crate::component::{GuestLimits, MessageSink, Registry, Runtime, RuntimeOptions};
+use crate::config::{self, ConfigContext, ConfigFile, ConsumerBlock};
 use crate::dispatch::{Counts, Dispatcher};
 use crate::kafka::consumer::{self, ConsumeOptions, StopReason};
 use crate::kafka::topics::{self, TopicNames};
@@ -23,6 +25,153 @@ use crate::kafka::{KafkaSettings, KafkaSink};
 use crate::offsets::{HostLock, OffsetStore};
 use crate::outbox::OutboxSink;
 use crate::state::StateStore;
+
+/// `run`: the command line's consumer, or the config file's `[[consumer]]`
+/// blocks (all of them concurrently, or the one `--consumer` names).
+pub fn run_command(
+    args: RunArgs,
+    context: &ConfigContext,
+    shutdown: &AtomicBool,
+) -> anyhow::Result<ExitCode> {
+    let config = match context.config.as_deref() {
+        Some(config) if !config.consumers.is_empty() => config,
+        _ => {
+            if let Some(name) = &args.consumer {
+                anyhow::bail!("--consumer {name:?}: no config file with [[consumer]] blocks");
+            }
+            return run(args, shutdown);
+        }
+    };
+    let blocks: Vec<&ConsumerBlock> = match &args.consumer {
+        Some(name) => vec![config.consumer(name).with_context(|| {
+            let names: Vec<&str> = config.consumers.iter().map(|c| c.name.as_str()).collect();
+            format!(
+                "no [[consumer]] named {name:?} in {} (there are: {})",
+                config.path.display(),
+                names.join(", ")
+            )
+        })?],
+        None => config.consumers.iter().collect(),
+    };
+    let mut runs = consumer_runs(&context.argv, config, &blocks)?;
+    if runs.len() == 1 {
+        let args = runs.remove(0);
+        let _span = tracing::info_span!("consumer", name = %blocks[0].name).entered();
+        return run(args, shutdown);
+    }
+    run_concurrently(blocks.iter().map(|b| b.name.clone()).zip(runs), shutdown)
+}
+
+/// Each consumer in its own thread; one that fails does not stop the
+/// others. The exit status is the worst of them: an error (1) over a failed
+/// record (3) over success.
+fn run_concurrently(
+    runs: impl Iterator<Item = (String, RunArgs)>,
+    shutdown: &AtomicBool,
+) -> anyhow::Result<ExitCode> {
+    let results: Vec<(String, anyhow::Result<ExitCode>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = runs
+            .map(|(name, args)| {
+                let thread_name = name.clone();
+                let handle = std::thread::Builder::new()
+                    .name(format!("consumer-{name}"))
+                    .spawn_scoped(scope, move || {
+                        let _span = tracing::info_span!("consumer", name = %thread_name).entered();
+                        run(args, shutdown)
+                    });
+                (name, handle)
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|(name, handle)| {
+                let result = match handle {
+                    Ok(handle) => handle
+                        .join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("the consumer thread panicked"))),
+                    Err(e) => Err(anyhow::Error::from(e).context("cannot start a thread")),
+                };
+                (name, result)
+            })
+            .collect()
+    });
+    let mut worst = ExitCode::SUCCESS;
+    let mut errors = Vec::new();
+    for (name, result) in results {
+        match result {
+            Ok(code) if code == ExitCode::SUCCESS => {}
+            Ok(code) => {
+                if errors.is_empty() {
+                    worst = code;
+                }
+            }
+            Err(error) => {
+                tracing::error!(consumer = %name, "{error:#}");
+                errors.push(format!("consumer {name:?}: {error:#}"));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        anyhow::bail!("{}", errors.join("; "));
+    }
+    Ok(worst)
+}
+
+/// The `run` options of each block. Each consumer keeps its own offsets
+/// file (a store belongs to one consumer: two would share offsets, outbox
+/// and handler state): the block's `offsets`, else the top-level file name
+/// with the consumer's name before the extension.
+pub fn consumer_runs(
+    argv: &[OsString],
+    config: &ConfigFile,
+    blocks: &[&ConsumerBlock],
+) -> anyhow::Result<Vec<RunArgs>> {
+    for flag in ["--topic", "--stream"] {
+        if argv.iter().any(|a| {
+            a.to_str()
+                .is_some_and(|a| a == flag || a.starts_with(&format!("{flag}=")))
+        }) {
+            anyhow::bail!(
+                "{flag} cannot be combined with the [[consumer]] blocks of {}: each block names                  its own; pick one with --consumer NAME",
+                config.path.display()
+            );
+        }
+    }
+    let mut runs: Vec<RunArgs> = Vec::new();
+    for block in blocks {
+        let mut args = config::run_args(argv, Some(config), Some(block))
+            .with_context(|| format!("consumer {:?}", block.name))?;
+        if !block.settings.contains_key("offsets") {
+            args.offsets.path = per_consumer(&args.offsets.path, &block.name);
+        }
+        if let Some(other) = runs
+            .iter()
+            .position(|r| r.offsets.path == args.offsets.path)
+        {
+            anyhow::bail!(
+                "consumers {:?} and {:?} both use the offsets file {}: give each its own",
+                blocks[other].name,
+                block.name,
+                args.offsets.path.display()
+            );
+        }
+        runs.push(args);
+    }
+    Ok(runs)
+}
+
+/// `dir/logpipe-offsets.sqlite3` → `dir/logpipe-offsets.NAME.sqlite3`.
+fn per_consumer(path: &Path, name: &str) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "logpipe-offsets".into());
+    let file = match path.extension() {
+        Some(ext) => format!("{stem}.{name}.{}", ext.to_string_lossy()),
+        None => format!("{stem}.{name}"),
+    };
+    path.with_file_name(file)
+}
 
 pub fn run(args: RunArgs, shutdown: &AtomicBool) -> anyhow::Result<ExitCode> {
     match (
@@ -35,10 +184,7 @@ pub fn run(args: RunArgs, shutdown: &AtomicBool) -> anyhow::Result<ExitCode> {
         (true, false) => return super::run_kinesis::run(args, shutdown),
         _ => {}
     }
-    let settings = KafkaSettings {
-        bootstrap_servers: args.kafka.bootstrap_servers.clone(),
-        properties: args.kafka.properties.clone(),
-    };
+    let settings = args.kafka.settings();
     let create = |needed: &[(String, i32)]| {
         topics::ensure(&settings, needed).context("cannot set up retry and dead-letter topics")
     };

@@ -3,11 +3,17 @@
 use rdkafka::ClientConfig;
 
 /// Connection settings: bootstrap servers plus raw librdkafka properties
-/// (`-X key=value`), which win over our defaults.
-#[derive(Debug, Clone)]
+/// (`-X key=value` and the config file's tables), which win over our
+/// defaults.
+#[derive(Debug, Clone, Default)]
 pub struct KafkaSettings {
     pub bootstrap_servers: String,
+    /// For every client; applied last, so `-X` wins.
     pub properties: Vec<(String, String)>,
+    /// For the consumer only (`[kafka.consumer]`).
+    pub consumer_properties: Vec<(String, String)>,
+    /// For producers only (`[kafka.producer]`).
+    pub producer_properties: Vec<(String, String)>,
 }
 
 /// Parse one `-X key=value` argument.
@@ -23,13 +29,13 @@ pub fn parse_property(arg: &str) -> Result<(String, String), String> {
 }
 
 impl KafkaSettings {
-    fn base(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+    fn base(&self, defaults: &[(&str, &str)], own: &[(String, String)]) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.bootstrap_servers);
         for (key, value) in defaults {
             config.set(*key, *value);
         }
-        for (key, value) in &self.properties {
+        for (key, value) in own.iter().chain(&self.properties) {
             config.set(key, value);
         }
         config
@@ -38,23 +44,29 @@ impl KafkaSettings {
     /// A consumer with manually assigned partitions: offsets live in our
     /// own store, so librdkafka must neither commit nor store them.
     pub fn consumer_config(&self, group_id: &str) -> ClientConfig {
-        self.base(&[
-            ("group.id", group_id),
-            ("enable.auto.commit", "false"),
-            ("enable.auto.offset.store", "false"),
-            ("auto.offset.reset", "earliest"),
-            ("enable.partition.eof", "false"),
-        ])
+        self.base(
+            &[
+                ("group.id", group_id),
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                ("auto.offset.reset", "earliest"),
+                ("enable.partition.eof", "false"),
+            ],
+            &self.consumer_properties,
+        )
     }
 
     /// An admin client, for creating retry and dead-letter topics.
     pub fn admin_config(&self) -> ClientConfig {
-        self.base(&[])
+        self.base(&[], &[])
     }
 
     /// The envelope producer. Idempotence keeps librdkafka's internal
     /// retries from duplicating or reordering records.
     pub fn producer_config(&self) -> ClientConfig {
-        self.base(&[("enable.idempotence", "true"), ("linger.ms", "5")])
+        self.base(
+            &[("enable.idempotence", "true"), ("linger.ms", "5")],
+            &self.producer_properties,
+        )
     }
 }
