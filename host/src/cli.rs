@@ -388,7 +388,7 @@ impl EnvelopeArgs {
 /// How records are consumed and committed.
 #[derive(Debug, Args)]
 pub struct ConsumeArgs {
-    /// Kafka topic to consume (repeatable); every partition is assigned. `run` takes --topic or --stream.
+    /// Kafka topic to consume (repeatable), or an fnmatch pattern such as 'content.*' (topics created later are picked up); every partition is assigned. `run` takes --topic or --stream.
     #[arg(
         long = "topic",
         env = "LOGPIPE_TOPIC",
@@ -396,6 +396,15 @@ pub struct ConsumeArgs {
         value_name = "TOPIC"
     )]
     pub topics: Vec<String>,
+
+    /// How often --topic patterns are matched again against the broker's topics.
+    #[arg(
+        long,
+        env = "LOGPIPE_PATTERN_REFRESH_MS",
+        default_value_t = 5000,
+        value_name = "MS"
+    )]
+    pub pattern_refresh_ms: u64,
 
     /// Hand a record to its handler only once it is this old (logpipe's MIN_MESSAGE_LAG_MS): Kafka record timestamp, Kinesis arrival time.
     #[arg(

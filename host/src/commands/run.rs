@@ -20,6 +20,7 @@ use crate::component::{GuestLimits, MessageSink, Registry, Runtime, RuntimeOptio
 use crate::config::{self, ConfigContext, ConfigFile, ConsumerBlock};
 use crate::dispatch::{Counts, Dispatcher};
 use crate::kafka::consumer::{self, ConsumeOptions, StopReason};
+use crate::kafka::patterns;
 use crate::kafka::topics::{self, TopicNames};
 use crate::kafka::{KafkaSettings, KafkaSink};
 use crate::offsets::{HostLock, OffsetStore};
@@ -230,9 +231,14 @@ pub fn consume_with_handlers(
         dlt_suffix: consume_args.dlt_topic_suffix.clone(),
     };
     let (retry_topics, dead_letter) = dispatcher.failure_needs();
-    if retry_topics > 0 || dead_letter {
+    // Retry and dead-letter topics of a topic, created before it is read;
+    // for named topics now, for pattern matches when they are found.
+    let set_up = |mains: &[String]| -> anyhow::Result<()> {
+        if retry_topics == 0 && !dead_letter {
+            return Ok(());
+        }
         let mut main = Vec::new();
-        for topic in &consume_args.topics {
+        for topic in mains {
             let partitions = sink.partitions(topic)?;
             main.push((topic.clone(), i32::try_from(partitions.len()).unwrap_or(1)));
         }
@@ -241,11 +247,19 @@ pub fn consume_with_handlers(
             &main,
             retry_topics,
             dead_letter,
-        ))?;
-    }
+        ))
+    };
+    let named: Vec<String> = consume_args
+        .topics
+        .iter()
+        .filter(|t| !patterns::is_pattern(t))
+        .cloned()
+        .collect();
+    set_up(&named)?;
     let options = ConsumeOptions {
         topics: consume_args.topics.clone(),
-        names,
+        pattern_refresh: Duration::from_millis(consume_args.pattern_refresh_ms.max(100)),
+        names: names.clone(),
         retry_topics,
         idle_timeout: consume_args.consumer_timeout_ms.map(Duration::from_millis),
         min_lag: Duration::from_millis(consume_args.min_message_lag_ms),
@@ -261,6 +275,7 @@ pub fn consume_with_handlers(
         &sink,
         &mut store,
         shutdown,
+        &set_up,
     );
     let counts = dispatcher.counts();
     let busy = result.as_ref().map(|s| s.busy).unwrap_or_default();

@@ -28,6 +28,15 @@ pub fn run(args: RunArgs, shutdown: &AtomicBool) -> anyhow::Result<ExitCode> {
     let consume = &args.consume;
     let streams = &args.streams;
     let offsets = &args.offsets.path;
+    if let Some(pattern) = streams
+        .streams
+        .iter()
+        .find(|s| crate::kafka::patterns::is_pattern(s))
+    {
+        anyhow::bail!(
+            "--stream {pattern:?}: patterns are supported for Kafka topics only; name each stream"
+        );
+    }
     let _claim = HostLock::acquire(offsets)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -140,7 +140,7 @@ fn seconds_to_ms(value: &Value) -> Result<String, String> {
         Value::Float(f) => *f,
         _ => return Err("expected seconds".into()),
     };
-    if !(seconds > 0.0) {
+    if seconds.is_nan() || seconds <= 0.0 {
         return Err("expected a positive number of seconds".into());
     }
     Ok(format!("{}", (seconds * 1000.0).round() as u64))

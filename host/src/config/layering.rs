@@ -46,7 +46,11 @@ pub fn parse_command_line(argv: Vec<OsString>) -> Result<ParsedCli, CommandLineE
         Some(path) => Some(Arc::new(ConfigFile::load(&path, &known_keys())?)),
         None => None,
     };
-    let cli = parse_with(&argv, config.as_deref(), None)?;
+    // With [[consumer]] blocks, `run` options such as `handlers` come from
+    // the blocks: layer the first one so the command line parses; `run`
+    // parses again for each block it starts.
+    let first_block = config.as_deref().and_then(|c| c.consumers.first());
+    let cli = parse_with(&argv, config.as_deref(), first_block)?;
     Ok(ParsedCli {
         cli,
         context: ConfigContext { config, argv },
@@ -84,14 +88,24 @@ pub fn layered_command(config: Option<&ConfigFile>, block: Option<&ConsumerBlock
     command
 }
 
+/// clap's matches for `argv` over the layered command; a bad value from
+/// the file is reported as the file's.
+pub fn matches_with(
+    argv: &[OsString],
+    config: Option<&ConfigFile>,
+    block: Option<&ConsumerBlock>,
+) -> Result<ArgMatches, CommandLineError> {
+    layered_command(config, block)
+        .try_get_matches_from(argv)
+        .map_err(|e| blame_file(e, argv, config, block))
+}
+
 fn parse_with(
     argv: &[OsString],
     config: Option<&ConfigFile>,
     block: Option<&ConsumerBlock>,
 ) -> Result<Cli, CommandLineError> {
-    let matches = layered_command(config, block)
-        .try_get_matches_from(argv)
-        .map_err(|e| blame_file(e, argv, config, block))?;
+    let matches = matches_with(argv, config, block)?;
     let mut cli = Cli::from_arg_matches(&matches)?;
     if let Some(config) = config {
         attach_kafka_tables(&mut cli, config);

@@ -7,7 +7,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Command};
 
 use super::file::{ConfigFile, ConsumerBlock, Origin};
-use super::layering::{CommandLineError, layered_command, leaf};
+use super::layering::{CommandLineError, layered_command, leaf, matches_with};
 
 /// One effective option.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,7 +25,7 @@ pub fn effective_run(
 ) -> Result<Vec<Line>, CommandLineError> {
     let argv: Vec<OsString> = vec!["logpipe-host".into(), "run".into()];
     let command = layered_command(Some(config), block);
-    let matches = command.clone().try_get_matches_from(&argv)?;
+    let matches = matches_with(&argv, Some(config), block)?;
     let run = command
         .find_subcommand("run")
         .ok_or_else(|| clap::Error::raw(clap::error::ErrorKind::InvalidSubcommand, "no run"))?;

@@ -28,6 +28,7 @@ use super::config::KafkaSettings;
 use super::headers::{self, OriginalPosition};
 use super::metadata::{self, TopicError};
 use super::outbox::Relay;
+use super::patterns;
 use super::producer::{DeliveryError, KafkaSink};
 use super::topics::TopicNames;
 use crate::dispatch::{Counts, Dispatcher, Failure, Record, Verdict, lag_wait};
@@ -46,7 +47,10 @@ const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// How to consume.
 #[derive(Debug, Clone)]
 pub struct ConsumeOptions {
+    /// Topic names, and fnmatch patterns (see [`super::patterns`]).
     pub topics: Vec<String>,
+    /// How often patterns are matched again against the broker's topics.
+    pub pattern_refresh: Duration,
     /// Names of retry and dead-letter topics.
     pub names: TopicNames,
     /// Retry topics per topic, for non-blocking retries (0: none).
@@ -102,7 +106,13 @@ pub enum ConsumeError {
     Kafka(#[from] KafkaError),
     #[error("offsets not committed: {0}")]
     Delivery(#[from] DeliveryError),
+    #[error("cannot set up topics {topics:?}: {reason}")]
+    TopicSetup { topics: Vec<String>, reason: String },
 }
+
+/// Sets up what a newly matched topic needs before it is consumed (its
+/// retry and dead-letter topics).
+pub type TopicSetup<'a> = &'a dyn Fn(&[String]) -> anyhow::Result<()>;
 
 /// What an assigned topic is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,6 +253,8 @@ impl ErrorLog {
 
 struct Consumption<'a> {
     options: &'a ConsumeOptions,
+    setup: TopicSetup<'a>,
+    last_pattern_match: Instant,
     bootstrap: &'a str,
     dispatcher: &'a mut Dispatcher,
     sink: &'a KafkaSink,
@@ -278,11 +290,14 @@ pub fn consume(
     sink: &KafkaSink,
     store: &mut OffsetStore,
     shutdown: &AtomicBool,
+    setup: TopicSetup<'_>,
 ) -> Result<ConsumeSummary, ConsumeError> {
     let consumer: BaseConsumer = settings.consumer_config(&options.names.group).create()?;
     let state = dispatcher.state().clone();
     let mut run = Consumption {
         options,
+        setup,
+        last_pattern_match: Instant::now(),
         bootstrap: &settings.bootstrap_servers,
         dispatcher,
         sink,
@@ -376,10 +391,104 @@ impl Consumption<'_> {
         Ok(())
     }
 
-    /// Assign every partition of every topic and retry topic, starting at
-    /// the stored offset or, when none is stored, at the beginning.
+    /// Assign every partition of every topic (named, or matching a pattern)
+    /// and retry topic, starting at the stored offset or, when none is
+    /// stored, at the beginning.
     fn assign(&mut self, consumer: &BaseConsumer) -> Result<(), ConsumeError> {
-        for main in &self.options.topics {
+        let mut mains: Vec<String> = Vec::new();
+        for topic in &self.options.topics {
+            if !patterns::is_pattern(topic) && !mains.contains(topic) {
+                mains.push(topic.clone());
+            }
+        }
+        if self.has_patterns() {
+            let matched = patterns::matching_topics(
+                consumer.client(),
+                &self.options.topics,
+                &self.options.names,
+                METADATA_TIMEOUT,
+            )?;
+            let new: Vec<String> = matched.into_iter().filter(|t| !mains.contains(t)).collect();
+            tracing::info!(topics = ?new, patterns = ?self.pattern_list(), "topics matching the patterns");
+            self.set_up(&new)?;
+            mains.extend(new);
+        }
+        let assignment = self.add_topics(consumer, &mains)?;
+        consumer.assign(&assignment)?;
+        self.last_pattern_match = Instant::now();
+        Ok(())
+    }
+
+    fn has_patterns(&self) -> bool {
+        self.options.topics.iter().any(|t| patterns::is_pattern(t))
+    }
+
+    fn pattern_list(&self) -> Vec<&str> {
+        self.options
+            .topics
+            .iter()
+            .filter(|t| patterns::is_pattern(t))
+            .map(String::as_str)
+            .collect()
+    }
+
+    fn set_up(&self, topics: &[String]) -> Result<(), ConsumeError> {
+        if topics.is_empty() {
+            return Ok(());
+        }
+        (self.setup)(topics).map_err(|e| ConsumeError::TopicSetup {
+            topics: topics.to_vec(),
+            reason: format!("{e:#}"),
+        })
+    }
+
+    /// Every `--pattern-refresh-ms`, consume topics that started matching a
+    /// pattern since the last look. A failed look is logged and tried again
+    /// later: it must not stop the topics already consumed.
+    fn match_new_topics(&mut self, consumer: &BaseConsumer) -> Result<(), ConsumeError> {
+        if !self.has_patterns() || self.last_pattern_match.elapsed() < self.options.pattern_refresh
+        {
+            return Ok(());
+        }
+        self.last_pattern_match = Instant::now();
+        let matched = match patterns::matching_topics(
+            consumer.client(),
+            &self.options.topics,
+            &self.options.names,
+            METADATA_TIMEOUT,
+        ) {
+            Ok(matched) => matched,
+            Err(error) => {
+                tracing::warn!(
+                    "cannot list topics to match {:?}: {error}",
+                    self.pattern_list()
+                );
+                return Ok(());
+            }
+        };
+        let new: Vec<String> = matched
+            .into_iter()
+            .filter(|t| !self.topic_index.contains_key(t))
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(topics = ?new, "new topics match the patterns: consuming them");
+        self.set_up(&new)?;
+        let assignment = self.add_topics(consumer, &new)?;
+        consumer.incremental_assign(&assignment)?;
+        Ok(())
+    }
+
+    /// Track `mains` and their retry topics; their partitions, at their
+    /// starting offsets, for the consumer's assignment.
+    fn add_topics(
+        &mut self,
+        consumer: &BaseConsumer,
+        mains: &[String],
+    ) -> Result<TopicPartitionList, ConsumeError> {
+        let first_new = self.topics.len();
+        for main in mains {
             self.topics.push(AssignedTopic {
                 name: main.clone(),
                 kind: TopicKind::Main,
@@ -392,7 +501,8 @@ impl Consumption<'_> {
             }
         }
         let mut assignment = TopicPartitionList::new();
-        for (topic_index, topic) in self.topics.iter().enumerate() {
+        for topic_index in first_new..self.topics.len() {
+            let topic = &self.topics[topic_index];
             let name = topic.name.as_str();
             self.topic_index.insert(name.to_owned(), topic_index);
             let ids =
@@ -435,8 +545,7 @@ impl Consumption<'_> {
                 });
             }
         }
-        consumer.assign(&assignment)?;
-        Ok(())
+        Ok(assignment)
     }
 
     fn poll_until_stopped(
@@ -453,6 +562,7 @@ impl Consumption<'_> {
             }
             // Between two records: a hot swap never splits a record.
             self.dispatcher.apply_changes();
+            self.match_new_topics(consumer)?;
             self.release_due(consumer)?;
             if self.throttled()? {
                 // Busy waiting for the broker, not idle.

@@ -28,6 +28,25 @@ impl TopicNames {
     pub fn dead_letter(&self, topic: &str) -> String {
         format!("{}.{topic}.{}", self.group, self.dlt_suffix)
     }
+
+    /// Whether `topic` is named like one of this group's retry or
+    /// dead-letter topics.
+    pub fn is_failure_topic(&self, topic: &str) -> bool {
+        let Some(rest) = topic.strip_prefix(&format!("{}.", self.group)) else {
+            return false;
+        };
+        if rest.ends_with(&format!(".{}", self.dlt_suffix)) {
+            return true;
+        }
+        match rest.rsplit_once('.') {
+            Some((head, n)) => {
+                !n.is_empty()
+                    && n.bytes().all(|b| b.is_ascii_digit())
+                    && head.ends_with(&format!(".{}", self.retry_suffix))
+            }
+            None => false,
+        }
+    }
 }
 
 /// Retry and dead-letter topics that `topics` (name, partitions) need:
