@@ -351,3 +351,40 @@ fn a_pattern_picks_up_topics_created_after_the_start() {
     let dead_letters = format!("{prefix}.{prefix}.weather.dlt");
     assert!(broker.read_all(&dead_letters).is_empty());
 }
+
+/// The README's full example config is valid, as `config check` sees it.
+#[test]
+fn the_readme_example_config_checks() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let example = readme
+        .split("### A full example")
+        .nth(1)
+        .and_then(|rest| rest.split("```toml\n").nth(1))
+        .and_then(|rest| rest.split("```").next())
+        .expect("README has a full example config");
+    let work = tempfile::tempdir().unwrap();
+    let config = write(work.path(), "logpipe.toml", example);
+    let mut command = host();
+    command.args(["config", "check", "--config"]).arg(&config);
+    let checked = finish(command, None, Duration::from_secs(30));
+    checked.assert_code(0);
+    for expected in [
+        "[[consumer]] # people",
+        "[[consumer]] # content",
+        "[[consumer]] # orders",
+        "offsets = \"/var/lib/logpipe/offsets.content.sqlite3\" # per consumer",
+        "topic = \"content.*\"",
+        "ignore-type = \"draft\"",
+        "max-retries = \"0\"",
+        "\"sasl.password\" = \"****\"",
+        "\"security.protocol\" = \"SASL_SSL\"",
+        "# config OK",
+    ] {
+        assert!(
+            checked.stdout.contains(expected),
+            "{expected:?} missing from:\n{}",
+            checked.stdout
+        );
+    }
+    assert!(!checked.stdout.contains("change-me"));
+}
