@@ -6,6 +6,7 @@ pub mod consumer;
 pub mod headers;
 pub mod metadata;
 pub mod outbox;
+pub mod positions;
 pub mod producer;
 pub mod topics;
 
