@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
-use logpipe_host::cli::{Cli, Command, HandlersCommand, StoreCommand};
+use logpipe_host::cli::{Cli, Command, HandlersCommand, OffsetsCommand, StoreCommand};
 use logpipe_host::commands;
 use tracing_subscriber::EnvFilter;
 
@@ -31,6 +31,13 @@ fn main() -> ExitCode {
         Command::Store(StoreCommand::Get(args)) => commands::store::get(args),
         Command::Store(StoreCommand::Scan(args)) => commands::store::scan(args),
         Command::Store(StoreCommand::Export(args)) => commands::store::export(args),
+        Command::Offsets(command) => match command {
+            OffsetsCommand::List(args) => commands::offsets::list(args),
+            OffsetsCommand::Set(args) => commands::offsets::set(args),
+            OffsetsCommand::Reset(args) => commands::offsets::reset(args),
+            OffsetsCommand::Export(args) => commands::offsets::export(args),
+            OffsetsCommand::Import(args) => commands::offsets::import(args),
+        },
     };
     match result {
         Ok(code) => code,

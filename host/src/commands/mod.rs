@@ -4,6 +4,7 @@
 
 pub mod dev;
 pub mod handlers;
+pub mod offsets;
 pub mod produce;
 pub mod run;
 pub mod run_kinesis;

@@ -108,7 +108,7 @@ fn an_export_imports_back_to_the_same_rows() {
 }
 
 fn import_error(text: &str) -> String {
-    parse_import(text).err().expect("refused").to_string()
+    parse_import(text).expect_err("refused").to_string()
 }
 
 #[test]
