@@ -79,6 +79,9 @@ memory and vanish on exit. Produce into it from another terminal with
     /// Read the handlers' key-value store (in the offsets database).
     #[command(subcommand)]
     Store(StoreCommand),
+    /// List, set, reset, export and import stored positions (Kafka offsets, Kinesis shard positions).
+    #[command(subcommand)]
+    Offsets(OffsetsCommand),
     /// Check a config file.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -718,4 +721,197 @@ pub struct ProduceArgs {
     /// The message body as JSON; without it, one body per line is read from stdin.
     #[arg(value_name = "BODY_JSON")]
     pub body: Option<String>,
+}
+
+/// `logpipe-host offsets ...`: the stored positions, for operators.
+#[derive(Debug, Subcommand)]
+pub enum OffsetsCommand {
+    /// Print every stored position: Kafka next offsets and Kinesis shard positions (safe while a host runs).
+    #[command(after_help = "Examples:
+  logpipe-host offsets list --offsets /var/lib/logpipe/offsets.sqlite3
+  # with each partition's low/high watermark and lag (high - next offset)
+  logpipe-host offsets list --bootstrap-servers 127.0.0.1:9092
+  logpipe-host offsets list --json")]
+    List(OffsetsListArgs),
+    /// Set one partition's next offset, or one shard's last handled sequence number.
+    #[command(
+        after_help = "Refused while a host holds the offsets file, unless --force.
+
+Examples:
+  # the host reads partition 0 of people from offset 40 on
+  logpipe-host offsets set --topic people --partition 0 --offset 40
+  # the host resumes the shard after this record
+  logpipe-host offsets set --stream people --shard shardId-000000000000 \\
+      --sequence-number 49590338271490256608559692538361571095921575989136588898"
+    )]
+    Set(OffsetsSetArgs),
+    /// Move partitions or shards to the earliest record, the latest, or a time (like kafka-consumer-groups --reset-offsets).
+    #[command(
+        after_help = "WHEN is earliest (alias trim-horizon), latest, epoch milliseconds, or an \
+RFC 3339 time (2026-11-24T09:30:00Z, 2026-11-24T10:30:00+01:00). Kafka positions are looked up \
+on --bootstrap-servers and stored as offsets. Kinesis positions are stored as start markers \
+(TRIM_HORIZON, or AT_TIMESTAMP; latest is AT_TIMESTAMP of the reset's time) that the host's next \
+start reads. Refused while a host holds the offsets file, unless --force.
+
+Examples:
+  logpipe-host offsets reset --topic people --to earliest --bootstrap-servers 127.0.0.1:9092
+  logpipe-host offsets reset --topic people --partition 2 --to 2026-11-24T09:30:00Z --dry-run
+  logpipe-host offsets reset --stream people --to trim-horizon
+  logpipe-host offsets reset --stream people --shard shardId-000000000001 --to latest"
+    )]
+    Reset(OffsetsResetArgs),
+    /// Write every stored position as JSON (stdout by default), for backups; safe while a host runs.
+    #[command(after_help = "Example:
+  logpipe-host offsets export --offsets ./logpipe-offsets.sqlite3 --output offsets-backup.json")]
+    Export(OffsetsExportArgs),
+    /// Read positions from an `offsets export` file (or - for stdin), check all of them, then store them in one transaction.
+    #[command(
+        after_help = "Nothing is written if any entry is invalid. Rows not in the file stay \
+unless --replace. Refused while a host holds the offsets file, unless --force.
+
+Examples:
+  logpipe-host offsets import offsets-backup.json --offsets ./restored.sqlite3 --replace
+  logpipe-host offsets export --offsets a.sqlite3 | logpipe-host offsets import - --offsets b.sqlite3"
+    )]
+    Import(OffsetsImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct OffsetsListArgs {
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Also ask these Kafka bootstrap servers for each partition's watermarks and lag.
+    #[arg(long, env = "LOGPIPE_BOOTSTRAP_SERVERS", value_name = "HOST:PORT")]
+    pub bootstrap_servers: Option<String>,
+
+    /// Raw librdkafka property, e.g. `-X security.protocol=ssl` (repeatable).
+    #[arg(short = 'X', env = "LOGPIPE_KAFKA_PROPERTIES", value_delimiter = ' ', value_parser = parse_property, value_name = "KEY=VALUE")]
+    pub properties: Vec<(String, String)>,
+
+    #[command(flatten)]
+    pub offsets: OffsetsFile,
+}
+
+/// The Kinesis connection of `offsets set` and `offsets reset`.
+#[derive(Debug, Args)]
+pub struct OffsetsKinesisArgs {
+    /// AWS region of the stream [default: the region of the stream's stored rows if they have exactly one, else the AWS chain].
+    #[arg(long, env = "LOGPIPE_KINESIS_REGION", value_name = "REGION")]
+    pub kinesis_region: Option<String>,
+
+    /// Kinesis endpoint, for local servers such as kinesalite (only `reset` without --shard calls Kinesis).
+    #[arg(long, env = "LOGPIPE_KINESIS_ENDPOINT", value_name = "URL")]
+    pub kinesis_endpoint: Option<String>,
+}
+
+/// How `offsets set|reset|import` treat a running host.
+#[derive(Debug, Args)]
+pub struct OffsetsWriteArgs {
+    /// Write even though a host holds the offsets file. That host keeps its own positions: it overwrites the rows of partitions and shards it commits, and reads the file again only when restarted.
+    #[arg(long)]
+    pub force: bool,
+
+    #[command(flatten)]
+    pub offsets: OffsetsFile,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["topic", "stream"])))]
+pub struct OffsetsSetArgs {
+    /// Kafka topic (with --partition and --offset).
+    #[arg(long, requires_all = ["partition", "offset"], value_name = "TOPIC")]
+    pub topic: Option<String>,
+
+    /// Partition of --topic.
+    #[arg(long, requires = "topic", allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(0..), value_name = "P")]
+    pub partition: Option<i32>,
+
+    /// The next offset the host reads from the partition (>= 0).
+    #[arg(long, requires = "topic", allow_negative_numbers = true, value_parser = clap::value_parser!(i64).range(0..), value_name = "N")]
+    pub offset: Option<i64>,
+
+    /// Kinesis stream (with --shard and --sequence-number).
+    #[arg(long, conflicts_with = "topic", requires_all = ["shard", "sequence_number"], value_name = "STREAM")]
+    pub stream: Option<String>,
+
+    /// Shard id of --stream, e.g. shardId-000000000000.
+    #[arg(long, requires = "stream", value_name = "ID")]
+    pub shard: Option<String>,
+
+    /// The last handled record of the shard: the host resumes right after it.
+    #[arg(long, requires = "stream", value_name = "SEQ")]
+    pub sequence_number: Option<String>,
+
+    #[command(flatten)]
+    pub kinesis: OffsetsKinesisArgs,
+
+    #[command(flatten)]
+    pub write: OffsetsWriteArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["topic", "stream"])))]
+pub struct OffsetsResetArgs {
+    /// Kafka topic to reset (every partition, unless --partition).
+    #[arg(long, value_name = "TOPIC")]
+    pub topic: Option<String>,
+
+    /// Only this partition of --topic.
+    #[arg(long, requires = "topic", allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(0..), value_name = "P")]
+    pub partition: Option<i32>,
+
+    /// Kinesis stream to reset (every shard, unless --shard).
+    #[arg(long, conflicts_with = "topic", value_name = "STREAM")]
+    pub stream: Option<String>,
+
+    /// Only this shard of --stream.
+    #[arg(long, requires = "stream", value_name = "ID")]
+    pub shard: Option<String>,
+
+    /// earliest (trim-horizon), latest, epoch milliseconds, or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN")]
+    pub to: crate::offsets::admin::ResetTo,
+
+    /// Print what would change; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
+    #[command(flatten)]
+    pub kinesis: OffsetsKinesisArgs,
+
+    #[command(flatten)]
+    pub write: OffsetsWriteArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct OffsetsExportArgs {
+    /// Write to this file instead of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub offsets: OffsetsFile,
+}
+
+#[derive(Debug, Args)]
+pub struct OffsetsImportArgs {
+    /// An `offsets export` file, or - for stdin.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Delete every stored position (Kafka and Kinesis) before storing the file's.
+    #[arg(long)]
+    pub replace: bool,
+
+    /// Check the file and print what would change; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    #[command(flatten)]
+    pub write: OffsetsWriteArgs,
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use logpipe_host::cli::{Command, ConfigCommand, HandlersCommand, StoreCommand};
+use logpipe_host::cli::{Command, ConfigCommand, HandlersCommand, OffsetsCommand, StoreCommand};
 use logpipe_host::commands;
 use logpipe_host::config::{self, CommandLineError};
 use tracing_subscriber::EnvFilter;
@@ -41,6 +41,13 @@ fn main() -> ExitCode {
         Command::Store(StoreCommand::Scan(args)) => commands::store::scan(args),
         Command::Store(StoreCommand::Export(args)) => commands::store::export(args),
         Command::Config(ConfigCommand::Check(args)) => commands::config::check(&args, &context),
+        Command::Offsets(command) => match command {
+            OffsetsCommand::List(args) => commands::offsets::list(args),
+            OffsetsCommand::Set(args) => commands::offsets::set(args),
+            OffsetsCommand::Reset(args) => commands::offsets::reset(args),
+            OffsetsCommand::Export(args) => commands::offsets::export(args),
+            OffsetsCommand::Import(args) => commands::offsets::import(args),
+        },
     };
     match result {
         Ok(code) => code,

@@ -16,6 +16,8 @@ use rusqlite::{Connection, params};
 
 use crate::state::{Effects, OutboxRecord};
 
+pub mod admin;
+
 #[derive(Debug, thiserror::Error)]
 pub enum OffsetError {
     #[error("cannot open offset store {}: {source}", path.display())]
@@ -143,6 +145,89 @@ pub struct Commit {
     pub sent_through: Option<i64>,
 }
 
+/// Columns added after the first release: `ALTER TABLE ... ADD COLUMN` when
+/// an older file lacks them (files written before still open).
+///
+/// `kinesis_offsets.start_at` is NULL for a shard whose position is its
+/// last handled record (`sequence_number`); an operator's `offsets reset`
+/// stores a start marker instead: `TRIM_HORIZON`, or `AT_TIMESTAMP` with
+/// `start_timestamp_ms`. Such a row's `sequence_number` is empty, so an
+/// older binary fails loudly on it (an invalid AFTER_SEQUENCE_NUMBER)
+/// rather than silently starting elsewhere. The host's first commit on the
+/// shard replaces the marker with a sequence number.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("kinesis_offsets", "start_at", "TEXT"),
+    ("kinesis_offsets", "start_timestamp_ms", "INTEGER"),
+];
+
+/// Add the [`ADDED_COLUMNS`] an older file lacks.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    for (table, column, kind) in ADDED_COLUMNS {
+        if !has_column(conn, table, column)? {
+            conn.execute_batch(&format!(
+                r#"ALTER TABLE {table} ADD COLUMN "{column}" {kind}"#
+            ))?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether `table` has `column` (false for a missing table).
+pub(crate) fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
+    let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})"))?;
+    let names = stmt.query_map([], |row| row.get::<_, String>(1))?;
+    for name in names {
+        if name? == column {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Where a shard starts at the next host start, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShardStart {
+    /// Right after this sequence number: the last handled record.
+    After(String),
+    /// At the oldest record kept (an operator's reset).
+    TrimHorizon,
+    /// At the first record that arrived at or after this time, in ms since
+    /// the epoch (an operator's reset).
+    AtTimestamp(i64),
+}
+
+/// The `start_at` values of [`ShardStart`] markers.
+pub(crate) const TRIM_HORIZON: &str = "TRIM_HORIZON";
+pub(crate) const AT_TIMESTAMP: &str = "AT_TIMESTAMP";
+
+impl ShardStart {
+    /// Decode a row's (sequence_number, start_at, start_timestamp_ms).
+    /// An unknown marker (a newer binary's) is an error, not a guess.
+    pub(crate) fn from_columns(
+        sequence_number: String,
+        start_at: Option<String>,
+        timestamp_ms: Option<i64>,
+    ) -> Result<Self, String> {
+        match (start_at.as_deref(), timestamp_ms) {
+            (None, _) => Ok(ShardStart::After(sequence_number)),
+            (Some(TRIM_HORIZON), _) => Ok(ShardStart::TrimHorizon),
+            (Some(AT_TIMESTAMP), Some(ms)) => Ok(ShardStart::AtTimestamp(ms)),
+            (Some(other), ms) => Err(format!(
+                "unknown shard start marker {other:?} (timestamp {ms:?})"
+            )),
+        }
+    }
+
+    /// The row's (sequence_number, start_at, start_timestamp_ms).
+    pub(crate) fn to_columns(&self) -> (&str, Option<&'static str>, Option<i64>) {
+        match self {
+            ShardStart::After(sequence) => (sequence, None, None),
+            ShardStart::TrimHorizon => ("", Some(TRIM_HORIZON), None),
+            ShardStart::AtTimestamp(ms) => ("", Some(AT_TIMESTAMP), Some(*ms)),
+        }
+    }
+}
+
 /// A Kinesis shard's progress: the last handled record (logpipe's rule;
 /// reading resumes `AFTER_SEQUENCE_NUMBER`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,6 +259,7 @@ impl OffsetStore {
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(open_error)?;
         conn.execute_batch(SCHEMA).map_err(open_error)?;
+        migrate(&conn).map_err(open_error)?;
         Ok(OffsetStore {
             conn,
             path: path.to_path_buf(),
@@ -199,22 +285,31 @@ impl OffsetStore {
         rows.collect::<Result<_, _>>().map_err(self.query_error())
     }
 
-    /// Stored last handled sequence numbers of `stream`, by shard.
+    /// Stored starts of `stream`'s shards, by shard: the last handled
+    /// sequence number, or an operator's reset marker.
     pub fn kinesis_positions(
         &self,
         region: &str,
         stream: &str,
-    ) -> Result<HashMap<String, String>, OffsetError> {
+    ) -> Result<HashMap<String, ShardStart>, OffsetError> {
         let mut stmt = self
             .conn
             .prepare_cached(
-                r#"SELECT "shard", "sequence_number" FROM kinesis_offsets
-                   WHERE "region" = ?1 AND "stream" = ?2"#,
+                r#"SELECT "shard", "sequence_number", "start_at", "start_timestamp_ms"
+                   FROM kinesis_offsets WHERE "region" = ?1 AND "stream" = ?2"#,
             )
             .map_err(self.query_error())?;
         let rows = stmt
             .query_map(params![region, stream], |row| {
-                Ok((row.get(0)?, row.get(1)?))
+                let start = ShardStart::from_columns(row.get(1)?, row.get(2)?, row.get(3)?)
+                    .map_err(|message| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            2,
+                            rusqlite::types::Type::Text,
+                            message.into(),
+                        )
+                    })?;
+                Ok((row.get(0)?, start))
             })
             .map_err(self.query_error())?;
         rows.collect::<Result<_, _>>().map_err(self.query_error())
@@ -248,7 +343,8 @@ impl OffsetStore {
                     r#"INSERT INTO kinesis_offsets ("region", "stream", "shard", "sequence_number")
                        VALUES (?1, ?2, ?3, ?4)
                        ON CONFLICT ("region", "stream", "shard")
-                       DO UPDATE SET "sequence_number" = excluded."sequence_number""#,
+                       DO UPDATE SET "sequence_number" = excluded."sequence_number",
+                           "start_at" = NULL, "start_timestamp_ms" = NULL"#,
                 )
                 .map_err(query_error)?;
             for p in &commit.shards {
@@ -433,8 +529,14 @@ mod tests {
         assert_eq!(
             positions,
             HashMap::from([
-                ("shardId-000000000000".to_string(), "2".to_string()),
-                ("shardId-000000000001".to_string(), long.to_string()),
+                (
+                    "shardId-000000000000".to_string(),
+                    ShardStart::After("2".into())
+                ),
+                (
+                    "shardId-000000000001".to_string(),
+                    ShardStart::After(long.into())
+                ),
             ])
         );
         assert_eq!(store.kinesis_positions("eu-west-1", "s").unwrap().len(), 1);

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod dev;
 pub mod handlers;
+pub mod offsets;
 pub mod produce;
 pub mod run;
 pub mod run_kinesis;

@@ -13,10 +13,17 @@ use clap::{ArgAction, ArgMatches, Command, CommandFactory, FromArgMatches};
 
 use super::file::{ConfigFile, ConsumerBlock, KnownKeys, Setting};
 use super::{ConfigError, Origin};
-use crate::cli::{Cli, Command as Subcommand, RunArgs};
+use crate::cli::{Cli, Command as Subcommand, OffsetsCommand, RunArgs};
 
 /// Flags that make no sense as config keys.
 const NOT_KEYS: &[&str] = &["config", "consumer", "help", "version"];
+
+/// Keys that say what to consume. Other commands have flags of the same
+/// name that say what to act on (`produce --topic`, `offsets set --topic`),
+/// where a value from the file would silently pick a target: the file
+/// sets them for the consuming commands only.
+const CONSUME_TARGETS: &[&str] = &["topic", "stream"];
+const CONSUMING_COMMANDS: &[&str] = &["run", "dev"];
 
 /// The parsed command line, with the config file it was layered on.
 pub struct ParsedCli {
@@ -80,10 +87,10 @@ pub fn run_args(
 pub fn layered_command(config: Option<&ConfigFile>, block: Option<&ConsumerBlock>) -> Command {
     let mut command = Cli::command();
     if let Some(config) = config {
-        command = with_defaults(command, &config.settings);
+        command = with_defaults(command, &config.settings, true);
     }
     if let Some(block) = block {
-        command = with_defaults(command, &block.settings);
+        command = with_defaults(command, &block.settings, true);
     }
     command
 }
@@ -118,6 +125,9 @@ fn attach_kafka_tables(cli: &mut Cli, config: &ConfigFile) {
     match &mut cli.command {
         Subcommand::Run(args) => args.kafka.file_properties = config.kafka.clone(),
         Subcommand::Produce(args) => args.kafka.file_properties = config.kafka.clone(),
+        Subcommand::Offsets(OffsetsCommand::Reset(args)) => {
+            args.kafka.file_properties = config.kafka.clone()
+        }
         _ => {}
     }
 }
@@ -188,11 +198,18 @@ fn collect_longs(command: &Command, into: &mut BTreeSet<String>) {
     }
 }
 
-fn with_defaults(mut command: Command, settings: &BTreeMap<String, Setting>) -> Command {
+fn with_defaults(
+    mut command: Command,
+    settings: &BTreeMap<String, Setting>,
+    consuming: bool,
+) -> Command {
     let args: Vec<_> = command
         .get_arguments()
         .filter_map(|arg| {
             let long = arg.get_long()?;
+            if !consuming && CONSUME_TARGETS.contains(&long) {
+                return None;
+            }
             let setting = settings.get(long)?;
             let multiple = matches!(arg.get_action(), ArgAction::Append);
             Some((arg.get_id().clone(), setting.values.clone(), multiple))
@@ -212,7 +229,8 @@ fn with_defaults(mut command: Command, settings: &BTreeMap<String, Setting>) -> 
         .map(|s| s.get_name().to_owned())
         .collect();
     for name in names {
-        command = command.mut_subcommand(name, |sub| with_defaults(sub, settings));
+        let consuming = CONSUMING_COMMANDS.contains(&name.as_str());
+        command = command.mut_subcommand(name, |sub| with_defaults(sub, settings, consuming));
     }
     command
 }

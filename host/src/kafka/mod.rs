@@ -7,6 +7,7 @@ pub mod headers;
 pub mod metadata;
 pub mod outbox;
 pub mod patterns;
+pub mod positions;
 pub mod producer;
 pub mod topics;
 

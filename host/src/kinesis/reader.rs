@@ -22,6 +22,9 @@ pub enum StartAt {
     TrimHorizon,
     /// Only records written from now on.
     Latest,
+    /// The first record that arrived at or after this time (ms since the
+    /// epoch): an operator's `offsets reset --to <time>|latest`.
+    AtTimestamp(i64),
 }
 
 /// One record as fetched.
@@ -195,6 +198,9 @@ async fn shard_iterator(
             .starting_sequence_number(sequence),
         StartAt::TrimHorizon => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
         StartAt::Latest => request.shard_iterator_type(ShardIteratorType::Latest),
+        StartAt::AtTimestamp(ms) => request
+            .shard_iterator_type(ShardIteratorType::AtTimestamp)
+            .timestamp(aws_sdk_kinesis::primitives::DateTime::from_millis(*ms)),
     };
     match request.send().await {
         Ok(output) => Ok(output.shard_iterator().map(str::to_owned)),

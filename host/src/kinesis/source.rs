@@ -22,7 +22,7 @@ use super::sink::{KinesisSink, OutRecord, WriteError};
 use crate::dispatch::{Counts, Dispatcher, Record, Verdict, lag_wait};
 use crate::kafka::consumer::StopReason;
 use crate::kafka::topics::TopicNames;
-use crate::offsets::{Commit, OffsetError, OffsetStore, OutboxRow, ShardPosition};
+use crate::offsets::{Commit, OffsetError, OffsetStore, OutboxRow, ShardPosition, ShardStart};
 use crate::state::StateStore;
 
 /// How long to sleep when no shard has anything to hand out.
@@ -240,9 +240,18 @@ impl Consumption<'_> {
             }
             for id in ready {
                 let start = match stored.get(&id) {
-                    Some(sequence) => {
+                    Some(ShardStart::After(sequence)) => {
                         tracing::info!(stream = %name, shard = %id, sequence, "resuming after stored position");
                         StartAt::After(sequence.clone())
+                    }
+                    // An operator's `offsets reset`: nothing handled yet.
+                    Some(ShardStart::TrimHorizon) => {
+                        tracing::info!(stream = %name, shard = %id, "starting at TRIM_HORIZON (reset marker)");
+                        StartAt::TrimHorizon
+                    }
+                    Some(ShardStart::AtTimestamp(ms)) => {
+                        tracing::info!(stream = %name, shard = %id, timestamp_ms = ms, "starting AT_TIMESTAMP (reset marker)");
+                        StartAt::AtTimestamp(*ms)
                     }
                     // A shard born while we run holds only new records.
                     None if !first => StartAt::TrimHorizon,
@@ -251,7 +260,11 @@ impl Consumption<'_> {
                         self.options.initial.clone()
                     }
                 };
-                self.start_shard(stream, &id, start, stored.get(&id).cloned());
+                let handled = match stored.get(&id) {
+                    Some(ShardStart::After(sequence)) => Some(sequence.clone()),
+                    _ => None,
+                };
+                self.start_shard(stream, &id, start, handled);
             }
         }
     }
