@@ -95,6 +95,8 @@ pub enum ConfigCommand {
 Example:
   logpipe-host config check --config logpipe.toml")]
     Check(ConfigCheckArgs),
+    /// List every config key: the option it sets, its environment variable and the commands that take it.
+    Keys,
 }
 
 #[derive(Debug, Args)]

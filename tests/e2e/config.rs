@@ -200,10 +200,46 @@ fn bad_keys_and_values_are_named() {
     let error =
         check("handlers = \"h\"\ntopic = \"t\"\n[kafka.consumer]\n\"fetch.min.byte\" = 1\n");
     assert!(error.contains("fetch.min.byte"), "{error}");
+    // Per-invocation flags are not keys.
+    let error = check("force = true\n");
+    assert!(error.contains("unknown key `force`"), "{error}");
     let error = check("[[consumer]]\nname = \"a\"\nhandlers = \"h\"\n");
     assert!(error.contains("needs `topics`"), "{error}");
     let error = check("[[consumer]]\nname = \"a\"\ntopics = [\"t\"]\nhandler = \"h\"\n");
     assert!(error.contains("did you mean `handlers`?"), "{error}");
+}
+
+#[test]
+fn config_keys_lists_every_option_once() {
+    let mut command = host();
+    command.args(["config", "keys"]);
+    let done = finish(command, None, Duration::from_secs(30));
+    done.assert_code(0);
+    let keys: Vec<&str> = done
+        .stdout
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    for key in [
+        "bootstrap-servers",
+        "handlers",
+        "topic",
+        "offsets",
+        "kinesis-region",
+        "log",
+    ] {
+        assert_eq!(
+            keys.iter().filter(|k| **k == key).count(),
+            1,
+            "{key} in {keys:?}"
+        );
+    }
+    for not_a_key in ["force", "partition", "config", "help"] {
+        assert!(!keys.contains(&not_a_key), "{not_a_key} listed");
+    }
+    assert!(done.stdout.contains("KAFKA_CONSUMER_KWARGS"));
 }
 
 #[test]

@@ -51,6 +51,32 @@ pub fn check(args: &ConfigCheckArgs, context: &ConfigContext) -> anyhow::Result<
     Ok(ExitCode::SUCCESS)
 }
 
+/// `config keys`: every key, from the command definitions themselves, so
+/// the list cannot drift from the flags.
+pub fn keys() -> anyhow::Result<ExitCode> {
+    let mut keys = crate::config::layering::key_table();
+    keys.sort_by(|a, b| a.key.cmp(&b.key));
+    println!("# option keys (top level, or in a [[consumer]] block for `run` options)");
+    for key in &keys {
+        println!(
+            "{:<28} {:<36} {}",
+            key.key,
+            key.env.as_deref().unwrap_or("-"),
+            key.commands.join(",")
+        );
+    }
+    println!("\n# django-logpipe settings (top level or in [LOGPIPE])");
+    for name in crate::config::aliases::NAMES {
+        println!("{name}");
+    }
+    println!("\n# tables");
+    println!("[kafka.global]   librdkafka properties for every client");
+    println!("[kafka.consumer] librdkafka properties for the consumer");
+    println!("[kafka.producer] librdkafka properties for producers");
+    println!("[[consumer]]     name, source, topics | streams, ignore-types, and any `run` option");
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The command line whose settings are checked: `run` with nothing but
 /// the file and the environment.
 fn run_argv() -> Vec<std::ffi::OsString> {

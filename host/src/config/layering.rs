@@ -15,8 +15,33 @@ use super::file::{ConfigFile, ConsumerBlock, KnownKeys, Setting};
 use super::{ConfigError, Origin};
 use crate::cli::{Cli, Command as Subcommand, OffsetsCommand, RunArgs};
 
-/// Flags that make no sense as config keys.
-const NOT_KEYS: &[&str] = &["config", "consumer", "help", "version"];
+/// Flags that are not config keys: the file itself, and the flags that
+/// name what one invocation acts on (`offsets set --partition 3 --force`,
+/// `store get --handler`, `produce --type`): a value in a file shared by
+/// every invocation would silently aim them all at one target.
+const NOT_KEYS: &[&str] = &[
+    "config",
+    "consumer",
+    "help",
+    "version",
+    "after",
+    "limit",
+    "prefix",
+    "json",
+    "dry-run",
+    "force",
+    "offset",
+    "partition",
+    "sequence-number",
+    "shard",
+    "to",
+    "output",
+    "replace",
+    "handler",
+    "key",
+    "key-field",
+    "type",
+];
 
 /// Keys that say what to consume. Other commands have flags of the same
 /// name that say what to act on (`produce --topic`, `offsets set --topic`),
@@ -184,6 +209,54 @@ fn collect_lists(command: &Command, into: &mut BTreeSet<String>) {
     }
     for sub in command.get_subcommands() {
         collect_lists(sub, into);
+    }
+}
+
+/// One config key, for `config keys`.
+pub struct KeyInfo {
+    pub key: String,
+    pub env: Option<String>,
+    pub commands: Vec<String>,
+}
+
+/// Every config key with its environment variable and the commands
+/// (`run`, `offsets set`...) that take it.
+pub fn key_table() -> Vec<KeyInfo> {
+    let mut keys: BTreeMap<String, KeyInfo> = BTreeMap::new();
+    walk_keys(&Cli::command(), "", &mut keys);
+    for key in NOT_KEYS {
+        keys.remove(*key);
+    }
+    keys.into_values().collect()
+}
+
+fn walk_keys(command: &Command, path: &str, into: &mut BTreeMap<String, KeyInfo>) {
+    for arg in command.get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        let info = into.entry(long.to_owned()).or_insert_with(|| KeyInfo {
+            key: long.to_owned(),
+            env: None,
+            commands: Vec::new(),
+        });
+        if info.env.is_none() {
+            info.env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+        }
+        let name = if path.is_empty() { "(all)" } else { path };
+        let consuming = CONSUMING_COMMANDS.contains(&name);
+        if CONSUME_TARGETS.contains(&long) && !consuming {
+            continue;
+        }
+        if !info.commands.iter().any(|c| c == name) {
+            info.commands.push(name.to_owned());
+        }
+    }
+    for sub in command.get_subcommands() {
+        let sub_path = if path.is_empty() {
+            sub.get_name().to_owned()
+        } else {
+            format!("{path} {}", sub.get_name())
+        };
+        walk_keys(sub, &sub_path, into);
     }
 }
 
