@@ -14,6 +14,7 @@ pub mod dispatch;
 pub mod envelope;
 pub mod kafka;
 pub mod kinesis;
+pub mod metrics;
 pub mod offsets;
 pub mod outbox;
 pub mod policy;
