@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::component::ProduceSettings;
 use crate::envelope::Format;
 use crate::kafka::config::parse_property;
+use crate::logging::LogFormat;
 use crate::policy::{Action, ErrorClass, Policies, RetryPolicy, Seconds};
 
 #[derive(Debug, Parser)]
@@ -35,6 +36,10 @@ pub struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `logpipe_host=debug,guest=trace`.
     #[arg(long, global = true, env = "LOGPIPE_LOG", default_value = "info")]
     pub log: String,
+
+    /// Log line format on stderr: `text` (colours on a terminal) or `json` (one object per line).
+    #[arg(long, global = true, env = "LOGPIPE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
+    pub log_format: LogFormat,
 
     #[command(subcommand)]
     pub command: Command,
@@ -561,12 +566,22 @@ pub struct StreamArgs {
     pub kinesis: KinesisArgs,
 }
 
+/// Observability endpoints of `run` and `dev`.
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// Serve Prometheus metrics on GET /metrics and readiness on GET /health at this address (off when not set).
+    #[arg(long, env = "LOGPIPE_METRICS_ADDR", value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]
     pub handler: HandlerArgs,
     #[command(flatten)]
     pub consume: ConsumeArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
     #[command(flatten)]
     pub kafka: KafkaArgs,
     #[command(flatten)]
@@ -581,6 +596,8 @@ pub struct DevArgs {
     pub handler: HandlerArgs,
     #[command(flatten)]
     pub consume: ConsumeArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 
     /// Partitions of each topic created in the embedded cluster.
     #[arg(

@@ -1,7 +1,6 @@
 //! The `logpipe-host` binary: parse the command line, set up logging and
 //! signal handling, and hand over to a subcommand.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,19 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::Parser;
 use logpipe_host::cli::{Cli, Command, HandlersCommand, StoreCommand};
 use logpipe_host::commands;
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|e| {
-        eprintln!("ignoring invalid --log filter {:?}: {e}", cli.log);
-        EnvFilter::new("info")
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    logpipe_host::logging::init(&cli.log, cli.log_format);
     let shutdown = watch_signals();
     let result = match cli.command {
         Command::Run(args) => commands::run::run(args, &shutdown),

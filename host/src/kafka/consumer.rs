@@ -16,6 +16,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -27,10 +28,13 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::config::KafkaSettings;
 use super::headers::{self, OriginalPosition};
 use super::metadata::{self, TopicError};
+use super::observe::ObservedContext;
 use super::outbox::Relay;
 use super::producer::{DeliveryError, KafkaSink};
 use super::topics::TopicNames;
-use crate::dispatch::{Counts, Dispatcher, Failure, Record, Verdict, lag_wait};
+use crate::dispatch::{Counts, Dispatcher, Failure, Record, Source, Verdict, lag_wait};
+use crate::metrics::health::HealthComponent;
+use crate::metrics::registry::{Counter, Gauge};
 use crate::offsets::{Commit, OffsetError, OffsetStore};
 use crate::state::StateStore;
 
@@ -42,6 +46,16 @@ const DRAIN_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// Repeated consumer errors (a broker that is down) are logged at most this
 /// often, with a count of the ones in between.
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// How often lag gauges and broker health are brought up to date (the
+/// statistics they come from arrive about this often).
+const OBSERVE_INTERVAL: Duration = Duration::from_secs(1);
+/// Health checks of the consumer (see [`crate::metrics::health`]).
+const CHECK_ASSIGNED: &str = "assigned";
+const CHECK_COMMIT: &str = "commit";
+const CHECK_BROKER: &str = "broker";
+
+/// The consumer this loop drives.
+type Kafka = BaseConsumer<ObservedContext>;
 
 /// How to consume.
 #[derive(Debug, Clone)]
@@ -117,6 +131,7 @@ enum TopicKind {
 struct AssignedTopic {
     name: String,
     kind: TopicKind,
+    consumed: Arc<Counter>,
 }
 
 /// Progress of one assigned partition.
@@ -133,6 +148,7 @@ struct PartitionState {
     /// delivered before a seek.
     position: Option<i64>,
     flow: Flow,
+    lag: Arc<Gauge>,
 }
 
 enum Flow {
@@ -267,6 +283,10 @@ struct Consumption<'a> {
     errors: ErrorLog,
     throttled_since: Option<Instant>,
     text: (String, String),
+    health: Arc<HealthComponent>,
+    last_observed: Instant,
+    /// The consumer error that made the broker check fail, and when.
+    broker_error: Option<(Instant, String)>,
 }
 
 /// Consume `options.topics` (and their retry topics) until idle, shut
@@ -279,8 +299,13 @@ pub fn consume(
     store: &mut OffsetStore,
     shutdown: &AtomicBool,
 ) -> Result<ConsumeSummary, ConsumeError> {
-    let consumer: BaseConsumer = settings.consumer_config(&options.names.group).create()?;
+    let consumer: Kafka = settings
+        .consumer_config(&options.names.group)
+        .create_with_context(ObservedContext::default())?;
     let state = dispatcher.state().clone();
+    let health = dispatcher.metrics().health.component("kafka");
+    health.fail(CHECK_ASSIGNED, "partitions not assigned yet");
+    health.fail(CHECK_COMMIT, "no checkpoint yet");
     let mut run = Consumption {
         options,
         bootstrap: &settings.bootstrap_servers,
@@ -306,16 +331,13 @@ pub fn consume(
         },
         throttled_since: None,
         text: (String::new(), String::new()),
+        health,
+        last_observed: Instant::now(),
+        broker_error: None,
     };
-    run.publish_unsent()?;
-    run.assign(&consumer)?;
-    // On an error nothing more is committed: after a failed delivery the
-    // staged offsets cover records whose output may be lost, and replaying
-    // them is the at-least-once answer.
-    let mut reason = run.poll_until_stopped(&consumer, shutdown)?;
-    run.sink.confirm(options.shutdown_timeout)?;
-    run.checkpoint()?;
-    run.finish_relay()?;
+    let result = run.consume(&consumer, shutdown);
+    run.health.fail(CHECK_ASSIGNED, "consumer stopped");
+    let mut reason = result?;
     // Stopping for another reason does not make a failed record go away.
     if run
         .partitions
@@ -348,6 +370,24 @@ pub fn assigned_topic_names(options: &ConsumeOptions) -> Vec<String> {
 }
 
 impl Consumption<'_> {
+    fn consume(
+        &mut self,
+        consumer: &Kafka,
+        shutdown: &AtomicBool,
+    ) -> Result<StopReason, ConsumeError> {
+        self.publish_unsent()?;
+        self.assign(consumer)?;
+        self.health.ok(CHECK_ASSIGNED);
+        // On an error nothing more is committed: after a failed delivery the
+        // staged offsets cover records whose output may be lost, and
+        // replaying them is the at-least-once answer.
+        let reason = self.poll_until_stopped(consumer, shutdown)?;
+        self.sink.confirm(self.options.shutdown_timeout)?;
+        self.checkpoint()?;
+        self.finish_relay()?;
+        Ok(reason)
+    }
+
     /// Publish outbox rows a previous run stored but did not get
     /// acknowledged, before anything new: they come first in every topic.
     fn publish_unsent(&mut self) -> Result<(), ConsumeError> {
@@ -378,15 +418,19 @@ impl Consumption<'_> {
 
     /// Assign every partition of every topic and retry topic, starting at
     /// the stored offset or, when none is stored, at the beginning.
-    fn assign(&mut self, consumer: &BaseConsumer) -> Result<(), ConsumeError> {
+    fn assign(&mut self, consumer: &Kafka) -> Result<(), ConsumeError> {
+        let metrics = self.dispatcher.metrics().clone();
         for main in &self.options.topics {
             self.topics.push(AssignedTopic {
                 name: main.clone(),
                 kind: TopicKind::Main,
+                consumed: metrics.consumed_topic.get(&[main]),
             });
             for retry in 1..=self.options.retry_topics {
+                let name = self.options.names.retry(main, retry);
                 self.topics.push(AssignedTopic {
-                    name: self.options.names.retry(main, retry),
+                    consumed: metrics.consumed_topic.get(&[&name]),
+                    name,
                     kind: TopicKind::Retry { retry },
                 });
             }
@@ -432,6 +476,7 @@ impl Consumption<'_> {
                     sealed: committed,
                     position: committed,
                     flow: Flow::Running,
+                    lag: metrics.lag.get(&[name, &partition.to_string()]),
                 });
             }
         }
@@ -441,7 +486,7 @@ impl Consumption<'_> {
 
     fn poll_until_stopped(
         &mut self,
-        consumer: &BaseConsumer,
+        consumer: &Kafka,
         shutdown: &AtomicBool,
     ) -> Result<StopReason, ConsumeError> {
         let mut last_record = Instant::now();
@@ -460,8 +505,12 @@ impl Consumption<'_> {
             } else {
                 match consumer.poll(self.poll_timeout()) {
                     None => {}
-                    Some(Err(error)) => self.errors.report(&error),
+                    Some(Err(error)) => {
+                        self.errors.report(&error);
+                        self.broker_trouble(&error);
+                    }
                     Some(Ok(message)) => {
+                        self.broker_fine();
                         last_record = Instant::now();
                         self.first_record.get_or_insert(last_record);
                         self.receive(consumer, &message)?;
@@ -472,6 +521,9 @@ impl Consumption<'_> {
                 || self.last_commit.elapsed() >= self.options.commit_interval
             {
                 self.checkpoint()?;
+            }
+            if self.last_observed.elapsed() >= OBSERVE_INTERVAL {
+                self.observe(consumer);
             }
             let stopped = self
                 .partitions
@@ -560,7 +612,7 @@ impl Consumption<'_> {
     /// One message from the broker.
     fn receive(
         &mut self,
-        consumer: &BaseConsumer,
+        consumer: &Kafka,
         message: &BorrowedMessage<'_>,
     ) -> Result<(), ConsumeError> {
         let Some(&topic) = self.topic_index.get(message.topic()) else {
@@ -569,6 +621,7 @@ impl Consumption<'_> {
         let Some(&slot) = self.index.get(&(topic, message.partition())) else {
             return Ok(());
         };
+        self.topics[topic].consumed.inc();
         let state = &self.partitions[slot];
         let stale = state.position.is_some_and(|next| message.offset() < next);
         if !matches!(state.flow, Flow::Running) || stale {
@@ -592,6 +645,7 @@ impl Consumption<'_> {
                         topic = message.topic(),
                         partition = message.partition(),
                         offset = message.offset(),
+                        key = message.key().map(String::from_utf8_lossy).as_deref(),
                         "retry copy without its original position; using its own"
                     );
                     OriginalPosition {
@@ -631,7 +685,7 @@ impl Consumption<'_> {
     }
 
     /// Settle held records that are due.
-    fn release_due(&mut self, consumer: &BaseConsumer) -> Result<(), ConsumeError> {
+    fn release_due(&mut self, consumer: &Kafka) -> Result<(), ConsumeError> {
         let now = Instant::now();
         for slot in 0..self.partitions.len() {
             let due = matches!(&self.partitions[slot].flow, Flow::Held(h) if h.due <= now);
@@ -674,6 +728,7 @@ impl Consumption<'_> {
         let _ = write!(partition_text, "{}", view.original.partition);
         let _ = write!(offset_text, "{}", view.original.offset);
         let record = Record {
+            source: Source::Kafka,
             topic: &view.original.topic,
             partition: partition_text,
             offset: offset_text,
@@ -725,6 +780,7 @@ impl Consumption<'_> {
             topic = %view.original.topic,
             partition = view.original.partition,
             offset = view.original.offset,
+            key = view.key.map(String::from_utf8_lossy).as_deref(),
             "{reason}; stopping this partition before the record"
         );
     }
@@ -767,7 +823,7 @@ impl Consumption<'_> {
     /// Partition bookkeeping after settling a fresh record.
     fn apply(
         &mut self,
-        consumer: &BaseConsumer,
+        consumer: &Kafka,
         slot: usize,
         step: Step,
         view: &View<'_>,
@@ -796,7 +852,7 @@ impl Consumption<'_> {
 
     fn hold(
         &mut self,
-        consumer: &BaseConsumer,
+        consumer: &Kafka,
         slot: usize,
         record: OwnedRecord,
         due: Instant,
@@ -807,7 +863,7 @@ impl Consumption<'_> {
         self.pause(consumer, slot)
     }
 
-    fn pause(&self, consumer: &BaseConsumer, slot: usize) -> Result<(), ConsumeError> {
+    fn pause(&self, consumer: &Kafka, slot: usize) -> Result<(), ConsumeError> {
         let state = &self.partitions[slot];
         let mut list = TopicPartitionList::new();
         list.add_partition(&self.topics[state.topic].name, state.partition);
@@ -817,7 +873,7 @@ impl Consumption<'_> {
 
     /// Resume a paused partition at `next`: what was fetched after the held
     /// record was dropped, so read it again from there.
-    fn resume(&self, consumer: &BaseConsumer, slot: usize, next: i64) -> Result<(), ConsumeError> {
+    fn resume(&self, consumer: &Kafka, slot: usize, next: i64) -> Result<(), ConsumeError> {
         let state = &self.partitions[slot];
         let topic = &self.topics[state.topic].name;
         let mut list = TopicPartitionList::new();
@@ -846,7 +902,7 @@ impl Consumption<'_> {
     /// Whether every partition still running has reached its high
     /// watermark (a held record means not yet; a broker error means "ask
     /// again later").
-    fn others_drained(&self, consumer: &BaseConsumer) -> bool {
+    fn others_drained(&self, consumer: &Kafka) -> bool {
         for state in &self.partitions {
             match state.flow {
                 Flow::Stopped => continue,
@@ -866,12 +922,95 @@ impl Consumption<'_> {
         true
     }
 
+    /// [`Consumption::store_checkpoint`], counted and reported to `/health`.
+    fn checkpoint(&mut self) -> Result<(), ConsumeError> {
+        let metrics = self.dispatcher.metrics().clone();
+        match self.store_checkpoint() {
+            Ok(committed) => {
+                if committed {
+                    metrics.commits.inc();
+                }
+                metrics.checkpoint_succeeded();
+                self.health.ok(CHECK_COMMIT);
+                Ok(())
+            }
+            Err(error) => {
+                metrics.commits_failed.inc();
+                self.health
+                    .fail(CHECK_COMMIT, format!("last commit failed: {error}"));
+                Err(error)
+            }
+        }
+    }
+
+    /// Bring the lag gauges up to date from the latest statistics, and
+    /// decide whether the broker is reachable: a consumer error marked it
+    /// down; statistics taken after that error with a connection up mark it
+    /// reachable again, as do records arriving.
+    fn observe(&mut self, consumer: &Kafka) {
+        self.last_observed = Instant::now();
+        let Some(observed) = consumer.context().latest() else {
+            return;
+        };
+        for state in &self.partitions {
+            let topic = &self.topics[state.topic].name;
+            if let Some(&(low, high)) = observed.watermarks.get(&(topic.clone(), state.partition))
+            {
+                let next = state.position.unwrap_or(low);
+                state.lag.set((high - next).max(0) as f64);
+            }
+        }
+        if observed.brokers_up == 0 && observed.brokers > 0 {
+            self.health
+                .fail(CHECK_BROKER, "broker unreachable: no broker connection is up");
+            return;
+        }
+        let after_error = match (&self.broker_error, observed.at) {
+            (Some((failed_at, _)), Some(at)) => at > *failed_at,
+            _ => true,
+        };
+        if after_error {
+            self.broker_fine();
+        }
+    }
+
+    /// A consumer error: transport-level ones mean the broker is not
+    /// reachable (librdkafka retries on its own).
+    fn broker_trouble(&mut self, error: &KafkaError) {
+        use rdkafka::error::RDKafkaErrorCode as Code;
+        let code = match error {
+            KafkaError::MessageConsumption(code) | KafkaError::MessageConsumptionFatal(code) => {
+                *code
+            }
+            _ => return,
+        };
+        if matches!(
+            code,
+            Code::AllBrokersDown
+                | Code::BrokerTransportFailure
+                | Code::Resolve
+                | Code::BrokerNotAvailable
+                | Code::NetworkException
+        ) {
+            let reason = format!("broker unreachable: {error}");
+            self.health.fail(CHECK_BROKER, reason.clone());
+            self.broker_error = Some((Instant::now(), reason));
+        }
+    }
+
+    fn broker_fine(&mut self) {
+        if self.broker_error.take().is_some() || self.health.failing(CHECK_BROKER) {
+            self.health.ok(CHECK_BROKER);
+        }
+    }
+
     /// Seal the offsets and effects staged since the last checkpoint into a
     /// delivery batch, then store, in one transaction, the offsets and
     /// effects of every batch the broker has fully acknowledged, and
     /// forget outbox rows the broker acknowledged. New outbox rows are
     /// published once that transaction is committed.
-    fn checkpoint(&mut self) -> Result<(), ConsumeError> {
+    /// Returns whether a store transaction was committed.
+    fn store_checkpoint(&mut self) -> Result<bool, ConsumeError> {
         let records = std::mem::take(&mut self.since_commit);
         self.last_commit = Instant::now();
         let mut sealed = Vec::new();
@@ -916,7 +1055,7 @@ impl Consumption<'_> {
         let delete_alone = self.relay.has_acknowledged()
             && self.last_store_commit.elapsed() >= self.options.commit_interval;
         if ready.is_empty() && effects.is_empty() && !delete_alone {
-            return Ok(());
+            return Ok(false);
         }
         let sent_through = self.relay.take_acknowledged();
         self.last_store_commit = Instant::now();
@@ -939,6 +1078,6 @@ impl Consumption<'_> {
             self.partitions[slot].committed = Some(next);
         }
         self.relay.publish(self.sink, published)?;
-        Ok(())
+        Ok(true)
     }
 }
