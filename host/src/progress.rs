@@ -30,7 +30,9 @@ pub fn allow() {
 }
 
 fn shown() -> MutexGuard<'static, bool> {
-    SHOWN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    SHOWN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Clear the progress line if one is on screen. Callers hold the lock.

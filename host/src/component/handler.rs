@@ -221,12 +221,12 @@ impl Handler {
             Some(Trap::Interrupt) => {
                 self.metrics.limit_hit(LimitKind::Deadline).inc();
                 (
-                ErrorClass::Deadline,
-                format!(
-                    "deadline exceeded: the call ran longer than {} ms",
-                    self.config.limits.call_timeout.as_millis()
-                ),
-            )
+                    ErrorClass::Deadline,
+                    format!(
+                        "deadline exceeded: the call ran longer than {} ms",
+                        self.config.limits.call_timeout.as_millis()
+                    ),
+                )
             }
             // The wasm backtrace that comes with a trap spans many lines;
             // the trap code is what an operator needs in a log line.

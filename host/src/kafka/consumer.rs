@@ -954,15 +954,16 @@ impl Consumption<'_> {
         };
         for state in &self.partitions {
             let topic = &self.topics[state.topic].name;
-            if let Some(&(low, high)) = observed.watermarks.get(&(topic.clone(), state.partition))
-            {
+            if let Some(&(low, high)) = observed.watermarks.get(&(topic.clone(), state.partition)) {
                 let next = state.position.unwrap_or(low);
                 state.lag.set((high - next).max(0) as f64);
             }
         }
         if observed.brokers_up == 0 && observed.brokers > 0 {
-            self.health
-                .fail(CHECK_BROKER, "broker unreachable: no broker connection is up");
+            self.health.fail(
+                CHECK_BROKER,
+                "broker unreachable: no broker connection is up",
+            );
             return;
         }
         let after_error = match (&self.broker_error, observed.at) {

@@ -82,7 +82,11 @@ impl FetchHealth {
         if failures < UNREACHABLE_AFTER {
             return None;
         }
-        let last = self.last_error.lock().map(|l| l.clone()).unwrap_or_default();
+        let last = self
+            .last_error
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default();
         Some((failures, last))
     }
 }

@@ -23,9 +23,9 @@ use super::sink::{KinesisSink, OutRecord, WriteError};
 use crate::dispatch::{Counts, Dispatcher, Record, Source, Verdict, lag_wait};
 use crate::kafka::consumer::StopReason;
 use crate::kafka::topics::TopicNames;
-use crate::offsets::{Commit, OffsetError, OffsetStore, OutboxRow, ShardPosition};
 use crate::metrics::health::HealthComponent;
 use crate::metrics::registry::{Counter, Gauge};
+use crate::offsets::{Commit, OffsetError, OffsetStore, OutboxRow, ShardPosition};
 use crate::state::StateStore;
 
 /// How long to sleep when no shard has anything to hand out.

@@ -343,7 +343,10 @@ mod tests {
         assert_eq!(escape_label("two\nlines"), "two\\nlines");
         let mut e = Encoder::new();
         e.count("m_total", &[("topic", "we\"ird\\"), ("partition", "0")], 3);
-        assert_eq!(e.finish(), "m_total{topic=\"we\\\"ird\\\\\",partition=\"0\"} 3\n");
+        assert_eq!(
+            e.finish(),
+            "m_total{topic=\"we\\\"ird\\\\\",partition=\"0\"} 3\n"
+        );
     }
 
     #[test]

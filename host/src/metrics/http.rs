@@ -109,7 +109,10 @@ fn route(request_line: &str, metrics: &Metrics) -> Response {
                 text("503 Service Unavailable", body)
             }
         }
-        _ => text("404 Not Found", "not found: try /metrics or /health\n".into()),
+        _ => text(
+            "404 Not Found",
+            "not found: try /metrics or /health\n".into(),
+        ),
     }
 }
 
