@@ -6,7 +6,7 @@
 //! write under one lock, so a log line and the progress line never mix.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -68,6 +68,14 @@ impl Write for LogWriter {
     }
 }
 
+/// Write one line to stderr without mixing it with the progress line.
+pub fn eprint_line(line: &str) {
+    let mut shown = shown();
+    let mut stderr = std::io::stderr().lock();
+    clear(&mut shown, &mut stderr);
+    let _ = writeln!(stderr, "{line}");
+}
+
 /// A running progress line; cleared when dropped.
 pub struct Progress {
     stop: Arc<AtomicBool>,
@@ -106,6 +114,20 @@ impl Progress {
         Some(Progress {
             stop,
             thread: Some(thread),
+        })
+    }
+
+    /// The progress line of `produce`: records/s, records sent, bad lines.
+    pub fn for_produce(sent: Arc<AtomicU64>, bad: Arc<AtomicU64>) -> Option<Self> {
+        let mut previous = 0;
+        Progress::start(move |interval| {
+            let now = sent.load(Ordering::Relaxed);
+            let rate = now.saturating_sub(previous) as f64 / interval.as_secs_f64().max(1e-3);
+            previous = now;
+            format!(
+                "{rate:.0} records/s  sent {now}  errors {}",
+                bad.load(Ordering::Relaxed)
+            )
         })
     }
 
