@@ -8,10 +8,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::Parser;
 use logpipe_host::cli::{Cli, Command, HandlersCommand, StoreCommand};
 use logpipe_host::commands;
+use logpipe_host::logging::LogFormat;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logpipe_host::logging::init(&cli.log, cli.log_format);
+    let json_logs = cli.log_format == LogFormat::Json;
     let shutdown = watch_signals();
     let result = match cli.command {
         Command::Run(args) => commands::run::run(args, &shutdown),
@@ -26,7 +28,10 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             tracing::error!("{error:#}");
-            eprintln!("error: {error:#}");
+            // JSON logs stay one object per line: the error is in the log.
+            if !json_logs {
+                eprintln!("error: {error:#}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -975,24 +975,19 @@ impl Consumption<'_> {
         }
     }
 
-    /// A consumer error: transport-level ones mean the broker is not
-    /// reachable (librdkafka retries on its own).
+    /// A consumer error: "all brokers down" means the broker is not
+    /// reachable (librdkafka keeps retrying on its own). One connection
+    /// failing (an idle connection closed, one broker of several restarting)
+    /// is left to the statistics, which count the connections still up.
     fn broker_trouble(&mut self, error: &KafkaError) {
-        use rdkafka::error::RDKafkaErrorCode as Code;
+        use rdkafka::error::RDKafkaErrorCode;
         let code = match error {
             KafkaError::MessageConsumption(code) | KafkaError::MessageConsumptionFatal(code) => {
                 *code
             }
             _ => return,
         };
-        if matches!(
-            code,
-            Code::AllBrokersDown
-                | Code::BrokerTransportFailure
-                | Code::Resolve
-                | Code::BrokerNotAvailable
-                | Code::NetworkException
-        ) {
+        if code == RDKafkaErrorCode::AllBrokersDown {
             let reason = format!("broker unreachable: {error}");
             self.health.fail(CHECK_BROKER, reason.clone());
             self.broker_error = Some((Instant::now(), reason));

@@ -383,7 +383,7 @@ mod tests {
         handler.handled.add(2);
         handler.failed(ErrorClass::Reject).inc();
         metrics.consumed_topic.get(&["in"]).add(3);
-        metrics.unrouted("unknown-type").map(|c| c.inc());
+        metrics.unrouted("unknown-type").unwrap().inc();
         let text = render(&metrics);
         assert!(text.contains("logpipe_records_handled_total{handler=\"echo\"} 2\n"));
         assert!(
