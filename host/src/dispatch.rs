@@ -173,16 +173,18 @@ struct HotSwap {
 /// (`topic`, `partition`, `offset` for Kafka; `stream`, `shard`,
 /// `sequence_number` for Kinesis) and its `key`, then the given fields and
 /// message. Explicit fields rather than a span per record: a span costs on
-/// every record, these only when a line is written.
+/// every record, these only when a line is written (tracing evaluates field
+/// values only for enabled events, so the key is not even decoded
+/// otherwise).
 macro_rules! record_event {
-    ($level:expr, $record:expr, $key:expr; $($rest:tt)+) => {
+    ($level:expr, $record:expr; $($rest:tt)+) => {
         match $record.source {
             Source::Kafka => tracing::event!(
                 $level,
                 topic = $record.topic,
                 partition = $record.partition,
                 offset = $record.offset,
-                key = $key,
+                key = $record.key.map(String::from_utf8_lossy).as_deref(),
                 $($rest)+
             ),
             Source::Kinesis => tracing::event!(
@@ -190,7 +192,7 @@ macro_rules! record_event {
                 stream = $record.topic,
                 shard = $record.partition,
                 sequence_number = $record.offset,
-                key = $key,
+                key = $record.key.map(String::from_utf8_lossy).as_deref(),
                 $($rest)+
             ),
         }
@@ -311,9 +313,6 @@ impl Dispatcher {
 
     /// Decide one record's fate, calling its handler if it has one.
     pub fn dispatch(&mut self, record: &Record<'_>) -> Verdict {
-        // Borrowed, not copied, when the key is UTF-8 (the usual case).
-        let key = record.key.map(String::from_utf8_lossy);
-        let key = key.as_deref();
         let envelope = match envelope::decode(record.value) {
             Ok(envelope) => envelope,
             Err(error) => {
@@ -321,7 +320,7 @@ impl Dispatcher {
                 self.count_unrouted(error.class());
                 let action = self.policies.on_invalid;
                 record_event!(
-                    Level::ERROR, record, key; class = error.class(),
+                    Level::ERROR, record; class = error.class(),
                     "{}: {error}", action_words(action)
                 );
                 return self.finish(action, error.class(), error.to_string());
@@ -332,7 +331,7 @@ impl Dispatcher {
         if self.ignored_types.contains(message_type) {
             self.counts.ignored += 1;
             self.metrics.ignored.inc();
-            record_event!(Level::DEBUG, record, key; r#type = message_type, version = %version, "ignored type");
+            record_event!(Level::DEBUG, record; r#type = message_type, version = %version, "ignored type");
             return Verdict::Commit;
         }
         let handler = match self.registry.route(message_type, version.as_number()) {
@@ -343,7 +342,7 @@ impl Dispatcher {
                 let action = self.policies.on_unknown_type;
                 let summary = format!("no handler for message type {message_type:?}");
                 record_event!(
-                    Level::ERROR, record, key; r#type = message_type, version = %version,
+                    Level::ERROR, record; r#type = message_type, version = %version,
                     class = "unknown-type", "{}: {summary}", action_words(action)
                 );
                 return self.finish(action, "unknown-type", summary);
@@ -356,7 +355,7 @@ impl Dispatcher {
                     "no handler for {message_type:?} version {version} (handled versions: {known:?})"
                 );
                 record_event!(
-                    Level::ERROR, record, key; r#type = message_type, version = %version,
+                    Level::ERROR, record; r#type = message_type, version = %version,
                     class = "unknown-version", "{}: {summary}", action_words(action)
                 );
                 return self.finish(action, "unknown-version", summary);
@@ -381,13 +380,13 @@ impl Dispatcher {
         let (class, reason) = match outcome {
             HandleOutcome::Handled => {
                 self.counts.handled += 1;
-                record_event!(Level::DEBUG, record, key; r#type = message_type, version, handler = name, "handled");
+                record_event!(Level::DEBUG, record; r#type = message_type, version, handler = name, "handled");
                 return Verdict::Commit;
             }
             HandleOutcome::Rejected(reason) if !retry_policy.covers(ErrorClass::Reject) => {
                 self.counts.rejected += 1;
                 record_event!(
-                    Level::WARN, record, key; r#type = message_type, version, handler = name,
+                    Level::WARN, record; r#type = message_type, version, handler = name,
                     class = ErrorClass::Reject.name(),
                     "handler rejected the record, {}: {reason}", action_words(on_reject)
                 );
@@ -411,20 +410,20 @@ impl Dispatcher {
                 blocking,
                 ..
             } => record_event!(
-                Level::WARN, record, key; r#type = message_type, version, handler = name, class,
+                Level::WARN, record; r#type = message_type, version, handler = name, class,
                 "{reason}; retry {retry} in {delay:?} ({})",
                 if *blocking { "blocking" } else { "through a retry topic" }
             ),
             Verdict::Commit => record_event!(
-                Level::ERROR, record, key; r#type = message_type, version, handler = name, class,
+                Level::ERROR, record; r#type = message_type, version, handler = name, class,
                 "{reason}; giving up, {}", action_words(Action::Skip)
             ),
             Verdict::DeadLetter(_) => record_event!(
-                Level::ERROR, record, key; r#type = message_type, version, handler = name, class,
+                Level::ERROR, record; r#type = message_type, version, handler = name, class,
                 "{reason}; {}", action_words(Action::Dlt)
             ),
             Verdict::Stop(_) => record_event!(
-                Level::ERROR, record, key; r#type = message_type, version, handler = name, class,
+                Level::ERROR, record; r#type = message_type, version, handler = name, class,
                 "{reason}; {}", action_words(Action::Stop)
             ),
         }
