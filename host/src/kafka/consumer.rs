@@ -285,8 +285,8 @@ struct Consumption<'a> {
     text: (String, String),
     health: Arc<HealthComponent>,
     last_observed: Instant,
-    /// The consumer error that made the broker check fail, and when.
-    broker_error: Option<(Instant, String)>,
+    /// When a consumer error made the broker check fail.
+    broker_error: Option<Instant>,
 }
 
 /// Consume `options.topics` (and their retry topics) until idle, shut
@@ -621,13 +621,14 @@ impl Consumption<'_> {
         let Some(&slot) = self.index.get(&(topic, message.partition())) else {
             return Ok(());
         };
-        self.topics[topic].consumed.inc();
         let state = &self.partitions[slot];
         let stale = state.position.is_some_and(|next| message.offset() < next);
         if !matches!(state.flow, Flow::Running) || stale {
             // Fetched before a pause or delivered again after a seek.
             return Ok(());
         }
+        // Counted once per offset: not the copies dropped just above.
+        self.topics[topic].consumed.inc();
         let (original, retries, due) = match self.topics[topic].kind {
             TopicKind::Main => (
                 OriginalPosition {
@@ -967,7 +968,7 @@ impl Consumption<'_> {
             return;
         }
         let after_error = match (&self.broker_error, observed.at) {
-            (Some((failed_at, _)), Some(at)) => at > *failed_at,
+            (Some(failed_at), Some(at)) => at > *failed_at,
             _ => true,
         };
         if after_error {
@@ -988,9 +989,9 @@ impl Consumption<'_> {
             _ => return,
         };
         if code == RDKafkaErrorCode::AllBrokersDown {
-            let reason = format!("broker unreachable: {error}");
-            self.health.fail(CHECK_BROKER, reason.clone());
-            self.broker_error = Some((Instant::now(), reason));
+            self.health
+                .fail(CHECK_BROKER, format!("broker unreachable: {error}"));
+            self.broker_error = Some(Instant::now());
         }
     }
 
