@@ -95,6 +95,24 @@ fn wait_healthy(addr: &str, host: &Running) {
     }
 }
 
+/// Poll `/health` until it answers 503 (within 30 s); returns the body.
+fn wait_unhealthy(addr: &str, host: &Running) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = get(addr, "/health");
+        if status == 503 {
+            return body;
+        }
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "still healthy 30 s after the server died; log:\n{}",
+            host.log().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn chaos(action: &str) -> Vec<u8> {
     envelope("chaos", 1, &json!({ "action": action }))
 }
@@ -327,20 +345,7 @@ fn health_turns_503_when_the_broker_is_stopped() {
     assert_eq!(value(&samples, "logpipe_ready"), 1.0);
 
     broker.kill();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let body = loop {
-        let (status, body) = get(&addr, "/health");
-        if status == 503 {
-            break body;
-        }
-        assert_eq!(status, 200, "{body}");
-        assert!(
-            Instant::now() < deadline,
-            "still healthy 30 s after the broker died; log:\n{}",
-            host.log().join("\n")
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let body = wait_unhealthy(&addr, &host);
     assert!(
         body.lines()
             .any(|l| l.starts_with("kafka: broker unreachable")),
@@ -376,7 +381,8 @@ fn a_taken_metrics_address_is_a_start_up_error() {
 }
 
 /// Kinesis: handled counts per handler, records consumed per stream, and
-/// every shard's MillisBehindLatest, reaching 0 once caught up.
+/// every shard's MillisBehindLatest, reaching 0 once caught up; `/health`
+/// turns 503 when the Kinesis server is gone.
 #[test]
 fn kinesis_runs_expose_handled_counts_and_shard_lag() {
     let server = KinesisServer::kinesalite();
@@ -426,5 +432,14 @@ fn kinesis_runs_expose_handled_counts_and_shard_lag() {
     );
     // Ready once the first checkpoint after the shards were listed is done.
     wait_healthy(&addr, &host);
+
+    // Kinesis gone: reads keep failing, and /health says so.
+    drop(server);
+    let body = wait_unhealthy(&addr, &host);
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("kinesis: Kinesis unreachable: shard")),
+        "{body}"
+    );
     drop(host);
 }
