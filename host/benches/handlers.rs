@@ -39,6 +39,7 @@ fn runtime(pooling: bool) -> Arc<Runtime> {
             producer_id: None,
         },
         state: Arc::new(StateStore::in_memory()),
+        metrics: Arc::default(),
     };
     let options = RuntimeOptions {
         defaults: HandlerDefaults::default(),

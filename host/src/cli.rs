@@ -12,6 +12,7 @@ use crate::config::KafkaTables;
 use crate::envelope::Format;
 use crate::kafka::KafkaSettings;
 use crate::kafka::config::parse_property;
+use crate::logging::LogFormat;
 use crate::policy::{Action, ErrorClass, Policies, RetryPolicy, Seconds};
 
 #[derive(Debug, Parser)]
@@ -41,6 +42,10 @@ pub struct Cli {
     /// TOML config file: every option as a key (`bootstrap-servers = "..."`), django-logpipe's setting names, [kafka.*] property tables, [[consumer]] blocks. Command line and LOGPIPE_* win over it.
     #[arg(long, global = true, env = "LOGPIPE_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
+
+    /// Log line format on stderr: `text` (colours on a terminal) or `json` (one object per line).
+    #[arg(long, global = true, env = "LOGPIPE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
+    pub log_format: LogFormat,
 
     #[command(subcommand)]
     pub command: Command,
@@ -619,6 +624,14 @@ pub struct StreamArgs {
     pub kinesis: KinesisArgs,
 }
 
+/// Observability endpoints of `run` and `dev`.
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// Serve Prometheus metrics on GET /metrics and readiness on GET /health at this address (off when not set).
+    #[arg(long, env = "LOGPIPE_METRICS_ADDR", value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Run only this [[consumer]] of --config (default: all of them, concurrently).
@@ -628,6 +641,8 @@ pub struct RunArgs {
     pub handler: HandlerArgs,
     #[command(flatten)]
     pub consume: ConsumeArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
     #[command(flatten)]
     pub kafka: KafkaArgs,
     #[command(flatten)]
@@ -642,6 +657,8 @@ pub struct DevArgs {
     pub handler: HandlerArgs,
     #[command(flatten)]
     pub consume: ConsumeArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 
     /// Partitions of each topic created in the embedded cluster.
     #[arg(

@@ -25,7 +25,10 @@ use std::time::{Duration, SystemTime};
 use crate::component::bindings::{Envelope as WitEnvelope, Origin};
 use crate::component::watcher::{Change, FolderWatcher};
 use crate::component::{HandleOutcome, Registry, Route};
+use tracing::Level;
+
 use crate::envelope::{self, Envelope};
+use crate::metrics::Metrics;
 use crate::policy::{Action, ErrorClass, Policies, RetryPolicy};
 use crate::state::StateStore;
 
@@ -35,6 +38,7 @@ use crate::state::StateStore;
 /// one it was first consumed at: that is what handlers and logs see.
 #[derive(Debug, Clone, Copy)]
 pub struct Record<'a> {
+    pub source: Source,
     pub topic: &'a str,
     pub partition: &'a str,
     pub offset: &'a str,
@@ -43,6 +47,14 @@ pub struct Record<'a> {
     pub value: &'a [u8],
     /// Which retry this attempt is: 0 for the first attempt, n for retry n.
     pub retries: u32,
+}
+
+/// Which kind of source a record comes from, for the names of its position
+/// in log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Kafka,
+    Kinesis,
 }
 
 /// logpipe's `MIN_MESSAGE_LAG_MS`: how long until a record written at
@@ -148,6 +160,7 @@ pub struct Dispatcher {
     hot_swap: Option<HotSwap>,
     /// Where a handled record's effects are kept, and a failed one's dropped.
     state: Arc<StateStore>,
+    metrics: Arc<Metrics>,
 }
 
 /// Changes prepared by the folder watcher, applied between records.
@@ -156,16 +169,34 @@ struct HotSwap {
     _watcher: FolderWatcher,
 }
 
-/// A record key for log lines: text when it is UTF-8, else lossy.
-struct KeyDisplay<'a>(Option<&'a [u8]>);
-
-impl fmt::Display for KeyDisplay<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            None => f.write_str("-"),
-            Some(key) => write!(f, "{:?}", String::from_utf8_lossy(key)),
+/// A record-level log line: the record's position under its source's names
+/// (`topic`, `partition`, `offset` for Kafka; `stream`, `shard`,
+/// `sequence_number` for Kinesis) and its `key`, then the given fields and
+/// message. Explicit fields rather than a span per record: a span costs on
+/// every record, these only when a line is written (tracing evaluates field
+/// values only for enabled events, so the key is not even decoded
+/// otherwise).
+macro_rules! record_event {
+    ($level:expr, $record:expr; $($rest:tt)+) => {
+        match $record.source {
+            Source::Kafka => tracing::event!(
+                $level,
+                topic = $record.topic,
+                partition = $record.partition,
+                offset = $record.offset,
+                key = $record.key.map(String::from_utf8_lossy).as_deref(),
+                $($rest)+
+            ),
+            Source::Kinesis => tracing::event!(
+                $level,
+                stream = $record.topic,
+                shard = $record.partition,
+                sequence_number = $record.offset,
+                key = $record.key.map(String::from_utf8_lossy).as_deref(),
+                $($rest)+
+            ),
         }
-    }
+    };
 }
 
 /// What a class counter and an action make of a skipped-or-worse record.
@@ -192,8 +223,10 @@ impl Dispatcher {
         policies: Policies,
     ) -> Self {
         let state = registry.runtime().services.state.clone();
+        let metrics = registry.runtime().services.metrics.clone();
         Dispatcher {
             state,
+            metrics,
             registry,
             ignored_types: ignored_types.into_iter().collect(),
             policies,
@@ -238,6 +271,10 @@ impl Dispatcher {
         &self.state
     }
 
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     pub fn registry(&self) -> &Registry {
         &self.registry
     }
@@ -276,15 +313,14 @@ impl Dispatcher {
 
     /// Decide one record's fate, calling its handler if it has one.
     pub fn dispatch(&mut self, record: &Record<'_>) -> Verdict {
-        let key = KeyDisplay(record.key);
-        let (topic, partition, offset) = (record.topic, record.partition, record.offset);
         let envelope = match envelope::decode(record.value) {
             Ok(envelope) => envelope,
             Err(error) => {
                 self.counts.invalid += 1;
+                self.count_unrouted(error.class());
                 let action = self.policies.on_invalid;
-                tracing::error!(
-                    topic, partition, offset, %key, class = error.class(),
+                record_event!(
+                    Level::ERROR, record; class = error.class(),
                     "{}: {error}", action_words(action)
                 );
                 return self.finish(action, error.class(), error.to_string());
@@ -294,30 +330,33 @@ impl Dispatcher {
         let version = &envelope.version;
         if self.ignored_types.contains(message_type) {
             self.counts.ignored += 1;
-            tracing::debug!(topic, partition, offset, %key, message_type, %version, "ignored type");
+            self.metrics.ignored.inc();
+            record_event!(Level::DEBUG, record; r#type = message_type, version = %version, "ignored type");
             return Verdict::Commit;
         }
         let handler = match self.registry.route(message_type, version.as_number()) {
             Route::Handler(handler) => handler,
             Route::UnknownType => {
                 self.counts.unknown_type += 1;
+                self.count_unrouted("unknown-type");
                 let action = self.policies.on_unknown_type;
                 let summary = format!("no handler for message type {message_type:?}");
-                tracing::error!(
-                    topic, partition, offset, %key, message_type, %version,
-                    "{}: {summary}", action_words(action)
+                record_event!(
+                    Level::ERROR, record; r#type = message_type, version = %version,
+                    class = "unknown-type", "{}: {summary}", action_words(action)
                 );
                 return self.finish(action, "unknown-type", summary);
             }
             Route::UnknownVersion { known } => {
                 self.counts.unknown_version += 1;
+                self.count_unrouted("unknown-version");
                 let action = self.policies.on_unknown_version;
                 let summary = format!(
                     "no handler for {message_type:?} version {version} (handled versions: {known:?})"
                 );
-                tracing::error!(
-                    topic, partition, offset, %key, message_type, %version,
-                    "{}: {summary}", action_words(action)
+                record_event!(
+                    Level::ERROR, record; r#type = message_type, version = %version,
+                    class = "unknown-version", "{}: {summary}", action_words(action)
                 );
                 return self.finish(action, "unknown-version", summary);
             }
@@ -341,13 +380,14 @@ impl Dispatcher {
         let (class, reason) = match outcome {
             HandleOutcome::Handled => {
                 self.counts.handled += 1;
-                tracing::debug!(topic, partition, offset, %key, message_type, %version, handler = name, "handled");
+                record_event!(Level::DEBUG, record; r#type = message_type, version, handler = name, "handled");
                 return Verdict::Commit;
             }
             HandleOutcome::Rejected(reason) if !retry_policy.covers(ErrorClass::Reject) => {
                 self.counts.rejected += 1;
-                tracing::warn!(
-                    topic, partition, offset, %key, message_type, %version, handler = name,
+                record_event!(
+                    Level::WARN, record; r#type = message_type, version, handler = name,
+                    class = ErrorClass::Reject.name(),
                     "handler rejected the record, {}: {reason}", action_words(on_reject)
                 );
                 return self.finish(on_reject, ErrorClass::Reject.name(), reason);
@@ -362,31 +402,38 @@ impl Dispatcher {
             }
         };
         let verdict = self.on_failure(&retry_policy, record.retries, class, reason.clone());
+        let class = class.name();
         match &verdict {
             Verdict::Retry {
                 retry,
                 delay,
                 blocking,
                 ..
-            } => tracing::warn!(
-                topic, partition, offset, %key, message_type, %version, handler = name, class = %class,
+            } => record_event!(
+                Level::WARN, record; r#type = message_type, version, handler = name, class,
                 "{reason}; retry {retry} in {delay:?} ({})",
                 if *blocking { "blocking" } else { "through a retry topic" }
             ),
-            Verdict::Commit => tracing::error!(
-                topic, partition, offset, %key, message_type, %version, handler = name, class = %class,
+            Verdict::Commit => record_event!(
+                Level::ERROR, record; r#type = message_type, version, handler = name, class,
                 "{reason}; giving up, {}", action_words(Action::Skip)
             ),
-            Verdict::DeadLetter(_) => tracing::error!(
-                topic, partition, offset, %key, message_type, %version, handler = name, class = %class,
+            Verdict::DeadLetter(_) => record_event!(
+                Level::ERROR, record; r#type = message_type, version, handler = name, class,
                 "{reason}; {}", action_words(Action::Dlt)
             ),
-            Verdict::Stop(_) => tracing::error!(
-                topic, partition, offset, %key, message_type, %version, handler = name, class = %class,
+            Verdict::Stop(_) => record_event!(
+                Level::ERROR, record; r#type = message_type, version, handler = name, class,
                 "{reason}; {}", action_words(Action::Stop)
             ),
         }
         verdict
+    }
+
+    fn count_unrouted(&self, class: &str) {
+        if let Some(counter) = self.metrics.unrouted(class) {
+            counter.inc();
+        }
     }
 
     /// A failed call: retry it if the policy says so, else give up with

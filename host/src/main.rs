@@ -1,7 +1,6 @@
 //! The `logpipe-host` binary: parse the command line, set up logging and
 //! signal handling, and hand over to a subcommand.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use logpipe_host::cli::{Command, ConfigCommand, HandlersCommand, OffsetsCommand, StoreCommand};
 use logpipe_host::commands;
 use logpipe_host::config::{self, CommandLineError};
-use tracing_subscriber::EnvFilter;
+use logpipe_host::logging::LogFormat;
 
 fn main() -> ExitCode {
     let config::ParsedCli { cli, context } =
@@ -22,15 +21,8 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-    let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|e| {
-        eprintln!("ignoring invalid --log filter {:?}: {e}", cli.log);
-        EnvFilter::new("info")
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    logpipe_host::logging::init(&cli.log, cli.log_format);
+    let json_logs = cli.log_format == LogFormat::Json;
     let shutdown = watch_signals();
     let result = match cli.command {
         Command::Run(args) => commands::run::run_command(args, &context, &shutdown),
@@ -54,7 +46,10 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             tracing::error!("{error:#}");
-            eprintln!("error: {error:#}");
+            // JSON logs stay one object per line: the error is in the log.
+            if !json_logs {
+                eprintln!("error: {error:#}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -74,6 +74,7 @@ impl Loaded {
                 producer_id: None,
             },
             state: Arc::new(StateStore::in_memory()),
+            metrics: Arc::default(),
         };
         let options = RuntimeOptions {
             defaults: HandlerDefaults {

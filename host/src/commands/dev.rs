@@ -62,6 +62,7 @@ pub fn dev(args: DevArgs, shutdown: &AtomicBool) -> anyhow::Result<ExitCode> {
     let code = consume_with_handlers(
         &args.handler,
         &args.consume,
+        &args.metrics,
         &settings,
         &offsets,
         shutdown,

@@ -30,7 +30,12 @@ struct Row {
 }
 
 pub fn list(args: HandlerArgs) -> anyhow::Result<ExitCode> {
-    let runtime = build_runtime(&args, Arc::new(NoSink), Arc::new(StateStore::in_memory()))?;
+    let runtime = build_runtime(
+        &args,
+        Arc::new(NoSink),
+        Arc::new(StateStore::in_memory()),
+        Arc::default(),
+    )?;
     let mut rows = Vec::new();
     let mut owners: HashMap<(String, u32), Vec<usize>> = HashMap::new();
     for file in loader::component_files(&args.handlers)? {

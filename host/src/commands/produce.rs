@@ -3,6 +3,8 @@
 
 use std::io::BufRead;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,6 +16,7 @@ use crate::envelope;
 use crate::kafka::KafkaSink;
 use crate::kinesis::sink::{OutRecord, partition_key};
 use crate::kinesis::{KinesisClient, KinesisSink};
+use crate::progress::{self, Progress};
 
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -35,11 +38,15 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
     let settings = args.envelope.settings();
     let mut sent = 0u64;
     let mut bad = 0u64;
+    let mut progress = None;
     if let Some(body) = &args.body {
         let (key, payload) = render(&args, &settings, body).context("cannot produce BODY_JSON")?;
         writer.write_one(key, payload)?;
         sent += 1;
     } else {
+        // Shared with the progress line's thread.
+        let (sent_so_far, bad_so_far) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        progress = Progress::for_produce(sent_so_far.clone(), bad_so_far.clone());
         for (index, line) in std::io::stdin().lock().lines().enumerate() {
             let line = line.context("cannot read stdin")?;
             if line.trim().is_empty() {
@@ -49,15 +56,18 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
                 Ok((key, payload)) => {
                     writer.write(key, payload)?;
                     sent += 1;
+                    sent_so_far.store(sent, Ordering::Relaxed);
                 }
                 Err(error) => {
                     bad += 1;
-                    eprintln!("line {}: {error}; not sent", index + 1);
+                    bad_so_far.store(bad, Ordering::Relaxed);
+                    progress::eprint_line(&format!("line {}: {error}; not sent", index + 1));
                 }
             }
         }
     }
     writer.finish()?;
+    drop(progress);
     eprintln!("produced {sent} record(s) to {}", writer.destination());
     if bad > 0 {
         eprintln!("{bad} line(s) were not sent (see above)");

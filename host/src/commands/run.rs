@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use super::EXIT_RECORD_FAILED;
-use crate::cli::{ConsumeArgs, HandlerArgs, ProduceMode, RunArgs};
+use crate::cli::{ConsumeArgs, HandlerArgs, MetricsArgs, ProduceMode, RunArgs};
 use crate::component::cache::ComponentCache;
 use crate::component::host_api::HostServices;
 use crate::component::manifest::HandlerDefaults;
@@ -23,8 +23,10 @@ use crate::kafka::consumer::{self, ConsumeOptions, StopReason};
 use crate::kafka::patterns;
 use crate::kafka::topics::{self, TopicNames};
 use crate::kafka::{KafkaSettings, KafkaSink};
+use crate::metrics::{Metrics, http};
 use crate::offsets::{HostLock, OffsetStore};
 use crate::outbox::OutboxSink;
+use crate::progress::Progress;
 use crate::state::StateStore;
 
 /// `run`: the command line's consumer, or the config file's `[[consumer]]`
@@ -192,6 +194,7 @@ pub fn run(args: RunArgs, shutdown: &AtomicBool) -> anyhow::Result<ExitCode> {
     consume_with_handlers(
         &args.handler,
         &args.consume,
+        &args.metrics,
         &settings,
         &args.offsets.path,
         shutdown,
@@ -208,13 +211,16 @@ pub type CreateTopics<'a> = &'a dyn Fn(&[(String, i32)]) -> anyhow::Result<()>;
 pub fn consume_with_handlers(
     handler_args: &HandlerArgs,
     consume_args: &ConsumeArgs,
+    metrics_args: &MetricsArgs,
     settings: &KafkaSettings,
     offsets: &Path,
     shutdown: &AtomicBool,
     create_topics: CreateTopics<'_>,
 ) -> anyhow::Result<ExitCode> {
     let _claim = HostLock::acquire(offsets)?;
+    let metrics = start_metrics(metrics_args)?;
     let sink = Arc::new(KafkaSink::new(settings).context("cannot start the producer")?);
+    sink.count_failures_in(metrics.clone());
     let mut store = OffsetStore::open(offsets)?;
     let state = Arc::new(StateStore::open(offsets)?);
     let guest_sink: Arc<dyn MessageSink> = match consume_args.produce_mode {
@@ -224,7 +230,7 @@ pub fn consume_with_handlers(
             state: state.clone(),
         }),
     };
-    let mut dispatcher = load_handlers(handler_args, guest_sink, state)?;
+    let mut dispatcher = load_handlers(handler_args, guest_sink, state, metrics.clone())?;
     let names = TopicNames {
         group: consume_args.group_id.clone(),
         retry_suffix: consume_args.retry_topic_suffix.clone(),
@@ -268,6 +274,7 @@ pub fn consume_with_handlers(
         max_uncommitted: consume_args.max_uncommitted_records.max(1),
         shutdown_timeout: Duration::from_millis(consume_args.shutdown_timeout_ms),
     };
+    let progress = Progress::for_run(metrics);
     let result = consumer::consume(
         settings,
         &options,
@@ -277,11 +284,22 @@ pub fn consume_with_handlers(
         shutdown,
         &set_up,
     );
+    drop(progress);
     let counts = dispatcher.counts();
     let busy = result.as_ref().map(|s| s.busy).unwrap_or_default();
     print_summary(counts, busy);
     let summary = result.context("consuming stopped")?;
     Ok(exit_code(summary.reason))
+}
+
+/// The process's metrics, served on `--metrics-addr` when it is given.
+/// Listening starts before anything slow, so a taken address fails at once.
+pub fn start_metrics(args: &MetricsArgs) -> anyhow::Result<Arc<Metrics>> {
+    let metrics = Arc::new(Metrics::default());
+    if let Some(addr) = &args.metrics_addr {
+        http::serve(addr, metrics.clone())?;
+    }
+    Ok(metrics)
 }
 
 /// The summary goes to stdout, one line, for operators and scripts alike.
@@ -317,9 +335,10 @@ pub fn load_handlers(
     args: &HandlerArgs,
     sink: Arc<dyn MessageSink>,
     state: Arc<StateStore>,
+    metrics: Arc<Metrics>,
 ) -> anyhow::Result<Dispatcher> {
     let started = Instant::now();
-    let runtime = build_runtime(args, sink, state)?;
+    let runtime = build_runtime(args, sink, state, metrics)?;
     let registry = Registry::load(runtime.clone(), &args.handlers)?;
     tracing::info!(
         handlers = registry.len(),
@@ -346,6 +365,7 @@ pub fn build_runtime(
     args: &HandlerArgs,
     sink: Arc<dyn MessageSink>,
     state: Arc<StateStore>,
+    metrics: Arc<Metrics>,
 ) -> anyhow::Result<Arc<Runtime>> {
     let limits = GuestLimits {
         call_timeout: Duration::from_millis(args.handler_timeout_ms.max(1)),
@@ -372,6 +392,7 @@ pub fn build_runtime(
         sink,
         produce: args.envelope.settings(),
         state,
+        metrics,
     };
     Runtime::new(options, services)
         .map_err(anyhow::Error::from)

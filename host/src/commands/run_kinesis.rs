@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::run::{exit_code, load_handlers, print_summary};
+use super::run::{exit_code, load_handlers, print_summary, start_metrics};
 use crate::cli::{InitialIterator, ProduceMode, RunArgs};
 use crate::component::MessageSink;
 use crate::kafka::topics::TopicNames;
@@ -17,6 +17,7 @@ use crate::kinesis::source::{self, StreamOptions};
 use crate::kinesis::{KinesisClient, KinesisSink};
 use crate::offsets::{HostLock, OffsetStore};
 use crate::outbox::OutboxSink;
+use crate::progress::Progress;
 use crate::state::StateStore;
 
 /// How long start-up waits for Kinesis to answer before giving up.
@@ -38,6 +39,7 @@ pub fn run(args: RunArgs, shutdown: &AtomicBool) -> anyhow::Result<ExitCode> {
         );
     }
     let _claim = HostLock::acquire(offsets)?;
+    let metrics = start_metrics(&args.metrics)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("kinesis")
@@ -65,7 +67,7 @@ pub fn run(args: RunArgs, shutdown: &AtomicBool) -> anyhow::Result<ExitCode> {
             state: state.clone(),
         }),
     };
-    let mut dispatcher = load_handlers(&args.handler, guest_sink, state)?;
+    let mut dispatcher = load_handlers(&args.handler, guest_sink, state, metrics.clone())?;
     let names = TopicNames {
         group: consume.group_id.clone(),
         retry_suffix: consume.retry_topic_suffix.clone(),
@@ -100,6 +102,7 @@ pub fn run(args: RunArgs, shutdown: &AtomicBool) -> anyhow::Result<ExitCode> {
         commit_max_records: consume.commit_max_records.max(1),
         min_lag: Duration::from_millis(consume.min_message_lag_ms),
     };
+    let progress = Progress::for_run(metrics);
     let result = source::consume(
         &runtime,
         &kinesis,
@@ -109,6 +112,7 @@ pub fn run(args: RunArgs, shutdown: &AtomicBool) -> anyhow::Result<ExitCode> {
         &mut store,
         shutdown,
     );
+    drop(progress);
     let busy = result.as_ref().map(|s| s.busy).unwrap_or_default();
     print_summary(dispatcher.counts(), busy);
     let summary = result.context("consuming stopped")?;

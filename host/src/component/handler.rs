@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use wasmtime::component::Component;
 use wasmtime::{Store, Trap, UpdateDeadline};
@@ -17,6 +18,7 @@ use super::engine::Runtime;
 use super::host_api::{HostState, RecordContext};
 use super::limits::{GuestLimits, LimitHit};
 use super::manifest::{HandlerConfig, Isolation};
+use crate::metrics::{HandlerMetrics, LimitKind};
 use crate::policy::ErrorClass;
 
 /// The result of handing one record to a handler.
@@ -47,6 +49,10 @@ pub struct Handler {
     pre: LogpipeHandlerPre<HostState>,
     runtime: Arc<Runtime>,
     live: Option<Live>,
+    /// Shared by every version of this handler (by name).
+    metrics: Arc<HandlerMetrics>,
+    /// The last call trapped: the next instance is a restart.
+    restart_pending: bool,
 }
 
 struct Live {
@@ -75,8 +81,10 @@ impl Handler {
             version: 0,
             config: Arc::new(config),
             pre,
+            metrics: runtime.services.metrics.handler(name),
             runtime: runtime.clone(),
             live: None,
+            restart_pending: false,
         })
     }
 
@@ -111,6 +119,9 @@ impl Handler {
             store.epoch_deadline_callback(extend_for_host_time);
             let bindings = self.pre.instantiate(&mut store)?;
             self.live = Some(Live { store, bindings });
+            if std::mem::take(&mut self.restart_pending) {
+                self.metrics.restarts.inc();
+            }
         }
         self.live
             .as_mut()
@@ -124,8 +135,21 @@ impl Handler {
             .map(|live| live.store.data().limiter.memory)
     }
 
-    /// Call `handle` for one record.
+    /// Call `handle` for one record, and count its outcome and latency.
     pub fn handle(&mut self, envelope: &Envelope) -> HandleOutcome {
+        let started = Instant::now();
+        let outcome = self.call_handle(envelope);
+        self.metrics.duration.observe(started.elapsed());
+        match &outcome {
+            HandleOutcome::Handled => self.metrics.handled.inc(),
+            HandleOutcome::Rejected(_) => self.metrics.failed(ErrorClass::Reject).inc(),
+            HandleOutcome::Retry(_) => self.metrics.failed(ErrorClass::Retry).inc(),
+            HandleOutcome::Trapped { class, .. } => self.metrics.failed(*class).inc(),
+        }
+        outcome
+    }
+
+    fn call_handle(&mut self, envelope: &Envelope) -> HandleOutcome {
         let deadline = self.config.limits.deadline_ticks();
         let live = match self.live() {
             Ok(live) => live,
@@ -157,6 +181,7 @@ impl Handler {
                     reason = format!("{reason} (guest stderr: {stderr})");
                 }
                 self.live = None;
+                self.restart_pending = true;
                 return HandleOutcome::Trapped { class, reason };
             }
         };
@@ -187,22 +212,43 @@ impl Handler {
             if hit == LimitHit::StoreUnavailable {
                 return (class, chain(error));
             }
+            if let Some(kind) = limit_kind(hit) {
+                self.metrics.limit_hit(kind).inc();
+            }
             return (class, hit.to_string());
         }
         match error.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => (
-                ErrorClass::Deadline,
-                format!(
-                    "deadline exceeded: the call ran longer than {} ms",
-                    self.config.limits.call_timeout.as_millis()
-                ),
-            ),
+            Some(Trap::Interrupt) => {
+                self.metrics.limit_hit(LimitKind::Deadline).inc();
+                (
+                    ErrorClass::Deadline,
+                    format!(
+                        "deadline exceeded: the call ran longer than {} ms",
+                        self.config.limits.call_timeout.as_millis()
+                    ),
+                )
+            }
             // The wasm backtrace that comes with a trap spans many lines;
             // the trap code is what an operator needs in a log line.
             Some(trap) => (ErrorClass::Trap, trap.to_string()),
             None => (ErrorClass::Trap, chain(error)),
         }
     }
+}
+
+/// The metric kind of a limit; `None` for a store that cannot be read
+/// (not a limit the guest ran into).
+fn limit_kind(hit: LimitHit) -> Option<LimitKind> {
+    Some(match hit {
+        LimitHit::Memory { .. } => LimitKind::Memory,
+        LimitHit::Table { .. } => LimitKind::Table,
+        LimitHit::ProduceCalls { .. } => LimitKind::ProduceCalls,
+        LimitHit::ProduceBytes { .. } => LimitKind::ProduceBytes,
+        LimitHit::StoreKey { .. } => LimitKind::StoreKey,
+        LimitHit::StoreValue { .. } => LimitKind::StoreValue,
+        LimitHit::StoreWrites { .. } => LimitKind::StoreWrites,
+        LimitHit::StoreUnavailable => return None,
+    })
 }
 
 /// At the epoch deadline: trap if the guest itself has used its time, else

@@ -13,6 +13,7 @@ use super::guest_output::{GuestOutput, Stream};
 use super::limits::{GuestLimiter, LimitHit};
 use super::manifest::HandlerConfig;
 use crate::envelope::{self, Format};
+use crate::metrics::{HandlerMetrics, Metrics};
 use crate::state::{Namespace, StateStore};
 
 /// One record a guest produced.
@@ -64,6 +65,7 @@ pub struct HostServices {
     pub sink: Arc<dyn MessageSink>,
     pub produce: ProduceSettings,
     pub state: Arc<StateStore>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The record being handled, for log lines the guest writes.
@@ -81,6 +83,7 @@ pub struct HostState {
     pub limiter: GuestLimiter,
     services: Arc<HostServices>,
     handler: Arc<str>,
+    metrics: Arc<HandlerMetrics>,
     config: Arc<HandlerConfig>,
     namespace: Namespace,
     pub record: RecordContext,
@@ -119,6 +122,7 @@ impl HostState {
             wasi,
             table: ResourceTable::new(),
             limiter: GuestLimiter::new(config.limits),
+            metrics: services.metrics.handler(&handler),
             services,
             handler,
             config,
@@ -181,7 +185,15 @@ impl Host for HostState {
         key: Option<String>,
         body_json: String,
     ) -> wasmtime::Result<Result<(), String>> {
-        self.timed(|state| state.produce_inner(topic, message_type, version, key, body_json))
+        let result =
+            self.timed(|state| state.produce_inner(topic, message_type, version, key, body_json));
+        match &result {
+            Ok(Ok(())) => self.metrics.produced.inc(),
+            Ok(Err(_)) => self.metrics.produce_errors.inc(),
+            // A limit trap: counted as a limit hit when the call ends.
+            Err(_) => {}
+        }
+        result
     }
 
     fn log(&mut self, level: Level, text: String) {

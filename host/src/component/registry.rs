@@ -13,6 +13,7 @@ use super::engine::Runtime;
 use super::handler::Handler;
 use super::loader::{self, LoadError};
 use super::watcher::Change;
+use crate::metrics::SwapAction;
 
 /// Where a record goes.
 pub enum Route<'a> {
@@ -132,12 +133,15 @@ impl Registry {
             Change::Upsert(handler) => {
                 let (file, new_hash) = (handler.file.clone(), handler.hash.clone());
                 let pair = format!("{:?} v{}", handler.message_type, handler.version);
+                let name = handler.name.clone();
+                let metrics = self.runtime.services.metrics.clone();
                 match self.insert(*handler) {
                     Ok(previous) => {
                         let old_hash = previous.as_ref().map(|h| h.hash[..12].to_owned());
                         if let Some(previous) = previous {
                             self.retired.retire(previous);
                         }
+                        metrics.swap(&name, SwapAction::Load);
                         tracing::info!(
                             file = %file.display(),
                             old_hash = old_hash.as_deref().unwrap_or("-"),
@@ -146,12 +150,19 @@ impl Registry {
                             "swapped in handler for {pair}"
                         );
                     }
-                    Err(e) => tracing::error!("rejected component: {e}"),
+                    Err(e) => {
+                        metrics.swap(&name, SwapAction::Reject);
+                        tracing::error!("rejected component: {e}");
+                    }
                 }
             }
             Change::Remove(file) => {
                 if let Some(old) = self.remove(&file) {
                     let old_hash = old.hash[..12].to_owned();
+                    self.runtime
+                        .services
+                        .metrics
+                        .swap(&old.name, SwapAction::Unload);
                     self.retired.retire(old);
                     tracing::info!(
                         file = %file.display(),

@@ -280,6 +280,7 @@ impl FolderState {
         let handler = match loader::load(&self.runtime, file) {
             Ok(handler) => handler,
             Err(e) => {
+                self.rejected(file);
                 tracing::error!(
                     file = %file.display(),
                     "rejected component; the running version (if any) stays: {e}"
@@ -291,6 +292,7 @@ impl FolderState {
         if let Some(owner) = self.pairs.get(&pair)
             && owner != file
         {
+            self.rejected(file);
             tracing::error!(
                 file = %file.display(),
                 "rejected component; the running version (if any) stays: {} and {} both \
@@ -315,6 +317,17 @@ impl FolderState {
         }
         self.pairs.insert(pair, file.to_path_buf());
         self.changes.send(Change::Upsert(Box::new(handler))).is_ok()
+    }
+}
+
+impl FolderState {
+    /// Count a refused file under its component name (the file stem).
+    fn rejected(&self, file: &Path) {
+        let name = file.file_stem().unwrap_or_default().to_string_lossy();
+        self.runtime
+            .services
+            .metrics
+            .swap(&name, crate::metrics::SwapAction::Reject);
     }
 }
 

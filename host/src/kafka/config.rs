@@ -51,6 +51,11 @@ impl KafkaSettings {
                 ("enable.auto.offset.store", "false"),
                 ("auto.offset.reset", "earliest"),
                 ("enable.partition.eof", "false"),
+                // For lag and broker health (see `kafka::observe`).
+                (
+                    "statistics.interval.ms",
+                    super::observe::STATISTICS_INTERVAL_MS,
+                ),
             ],
             &self.consumer_properties,
         )

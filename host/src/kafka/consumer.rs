@@ -16,6 +16,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -27,11 +28,14 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::config::KafkaSettings;
 use super::headers::{self, OriginalPosition};
 use super::metadata::{self, TopicError};
+use super::observe::ObservedContext;
 use super::outbox::Relay;
 use super::patterns;
 use super::producer::{DeliveryError, KafkaSink};
 use super::topics::TopicNames;
-use crate::dispatch::{Counts, Dispatcher, Failure, Record, Verdict, lag_wait};
+use crate::dispatch::{Counts, Dispatcher, Failure, Record, Source, Verdict, lag_wait};
+use crate::metrics::health::HealthComponent;
+use crate::metrics::registry::{Counter, Gauge};
 use crate::offsets::{Commit, OffsetError, OffsetStore};
 use crate::state::StateStore;
 
@@ -43,6 +47,16 @@ const DRAIN_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// Repeated consumer errors (a broker that is down) are logged at most this
 /// often, with a count of the ones in between.
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// How often lag gauges and broker health are brought up to date (the
+/// statistics they come from arrive about this often).
+const OBSERVE_INTERVAL: Duration = Duration::from_secs(1);
+/// Health checks of the consumer (see [`crate::metrics::health`]).
+const CHECK_ASSIGNED: &str = "assigned";
+const CHECK_COMMIT: &str = "commit";
+const CHECK_BROKER: &str = "broker";
+
+/// The consumer this loop drives.
+type Kafka = BaseConsumer<ObservedContext>;
 
 /// How to consume.
 #[derive(Debug, Clone)]
@@ -127,6 +141,7 @@ enum TopicKind {
 struct AssignedTopic {
     name: String,
     kind: TopicKind,
+    consumed: Arc<Counter>,
 }
 
 /// Progress of one assigned partition.
@@ -143,6 +158,7 @@ struct PartitionState {
     /// delivered before a seek.
     position: Option<i64>,
     flow: Flow,
+    lag: Arc<Gauge>,
 }
 
 enum Flow {
@@ -279,6 +295,10 @@ struct Consumption<'a> {
     errors: ErrorLog,
     throttled_since: Option<Instant>,
     text: (String, String),
+    health: Arc<HealthComponent>,
+    last_observed: Instant,
+    /// When a consumer error made the broker check fail.
+    broker_error: Option<Instant>,
 }
 
 /// Consume `options.topics` (and their retry topics) until idle, shut
@@ -292,8 +312,13 @@ pub fn consume(
     shutdown: &AtomicBool,
     setup: TopicSetup<'_>,
 ) -> Result<ConsumeSummary, ConsumeError> {
-    let consumer: BaseConsumer = settings.consumer_config(&options.names.group).create()?;
+    let consumer: Kafka = settings
+        .consumer_config(&options.names.group)
+        .create_with_context(ObservedContext::default())?;
     let state = dispatcher.state().clone();
+    let health = dispatcher.metrics().health.component("kafka");
+    health.fail(CHECK_ASSIGNED, "partitions not assigned yet");
+    health.fail(CHECK_COMMIT, "no checkpoint yet");
     let mut run = Consumption {
         options,
         setup,
@@ -321,16 +346,13 @@ pub fn consume(
         },
         throttled_since: None,
         text: (String::new(), String::new()),
+        health,
+        last_observed: Instant::now(),
+        broker_error: None,
     };
-    run.publish_unsent()?;
-    run.assign(&consumer)?;
-    // On an error nothing more is committed: after a failed delivery the
-    // staged offsets cover records whose output may be lost, and replaying
-    // them is the at-least-once answer.
-    let mut reason = run.poll_until_stopped(&consumer, shutdown)?;
-    run.sink.confirm(options.shutdown_timeout)?;
-    run.checkpoint()?;
-    run.finish_relay()?;
+    let result = run.consume(&consumer, shutdown);
+    run.health.fail(CHECK_ASSIGNED, "consumer stopped");
+    let mut reason = result?;
     // Stopping for another reason does not make a failed record go away.
     if run
         .partitions
@@ -363,6 +385,24 @@ pub fn assigned_topic_names(options: &ConsumeOptions) -> Vec<String> {
 }
 
 impl Consumption<'_> {
+    fn consume(
+        &mut self,
+        consumer: &Kafka,
+        shutdown: &AtomicBool,
+    ) -> Result<StopReason, ConsumeError> {
+        self.publish_unsent()?;
+        self.assign(consumer)?;
+        self.health.ok(CHECK_ASSIGNED);
+        // On an error nothing more is committed: after a failed delivery the
+        // staged offsets cover records whose output may be lost, and
+        // replaying them is the at-least-once answer.
+        let reason = self.poll_until_stopped(consumer, shutdown)?;
+        self.sink.confirm(self.options.shutdown_timeout)?;
+        self.checkpoint()?;
+        self.finish_relay()?;
+        Ok(reason)
+    }
+
     /// Publish outbox rows a previous run stored but did not get
     /// acknowledged, before anything new: they come first in every topic.
     fn publish_unsent(&mut self) -> Result<(), ConsumeError> {
@@ -394,7 +434,7 @@ impl Consumption<'_> {
     /// Assign every partition of every topic (named, or matching a pattern)
     /// and retry topic, starting at the stored offset or, when none is
     /// stored, at the beginning.
-    fn assign(&mut self, consumer: &BaseConsumer) -> Result<(), ConsumeError> {
+    fn assign(&mut self, consumer: &Kafka) -> Result<(), ConsumeError> {
         let mut mains: Vec<String> = Vec::new();
         for topic in &self.options.topics {
             if !patterns::is_pattern(topic) && !mains.contains(topic) {
@@ -445,7 +485,7 @@ impl Consumption<'_> {
     /// Every `--pattern-refresh-ms`, consume topics that started matching a
     /// pattern since the last look. A failed look is logged and tried again
     /// later: it must not stop the topics already consumed.
-    fn match_new_topics(&mut self, consumer: &BaseConsumer) -> Result<(), ConsumeError> {
+    fn match_new_topics(&mut self, consumer: &Kafka) -> Result<(), ConsumeError> {
         if !self.has_patterns() || self.last_pattern_match.elapsed() < self.options.pattern_refresh
         {
             return Ok(());
@@ -484,18 +524,22 @@ impl Consumption<'_> {
     /// starting offsets, for the consumer's assignment.
     fn add_topics(
         &mut self,
-        consumer: &BaseConsumer,
+        consumer: &Kafka,
         mains: &[String],
     ) -> Result<TopicPartitionList, ConsumeError> {
+        let metrics = self.dispatcher.metrics().clone();
         let first_new = self.topics.len();
         for main in mains {
             self.topics.push(AssignedTopic {
                 name: main.clone(),
                 kind: TopicKind::Main,
+                consumed: metrics.consumed_topic.get(&[main]),
             });
             for retry in 1..=self.options.retry_topics {
+                let name = self.options.names.retry(main, retry);
                 self.topics.push(AssignedTopic {
-                    name: self.options.names.retry(main, retry),
+                    consumed: metrics.consumed_topic.get(&[&name]),
+                    name,
                     kind: TopicKind::Retry { retry },
                 });
             }
@@ -542,6 +586,7 @@ impl Consumption<'_> {
                     sealed: committed,
                     position: committed,
                     flow: Flow::Running,
+                    lag: metrics.lag.get(&[name, &partition.to_string()]),
                 });
             }
         }
@@ -550,7 +595,7 @@ impl Consumption<'_> {
 
     fn poll_until_stopped(
         &mut self,
-        consumer: &BaseConsumer,
+        consumer: &Kafka,
         shutdown: &AtomicBool,
     ) -> Result<StopReason, ConsumeError> {
         let mut last_record = Instant::now();
@@ -570,8 +615,12 @@ impl Consumption<'_> {
             } else {
                 match consumer.poll(self.poll_timeout()) {
                     None => {}
-                    Some(Err(error)) => self.errors.report(&error),
+                    Some(Err(error)) => {
+                        self.errors.report(&error);
+                        self.broker_trouble(&error);
+                    }
                     Some(Ok(message)) => {
+                        self.broker_fine();
                         last_record = Instant::now();
                         self.first_record.get_or_insert(last_record);
                         self.receive(consumer, &message)?;
@@ -582,6 +631,9 @@ impl Consumption<'_> {
                 || self.last_commit.elapsed() >= self.options.commit_interval
             {
                 self.checkpoint()?;
+            }
+            if self.last_observed.elapsed() >= OBSERVE_INTERVAL {
+                self.observe(consumer);
             }
             let stopped = self
                 .partitions
@@ -670,7 +722,7 @@ impl Consumption<'_> {
     /// One message from the broker.
     fn receive(
         &mut self,
-        consumer: &BaseConsumer,
+        consumer: &Kafka,
         message: &BorrowedMessage<'_>,
     ) -> Result<(), ConsumeError> {
         let Some(&topic) = self.topic_index.get(message.topic()) else {
@@ -685,6 +737,8 @@ impl Consumption<'_> {
             // Fetched before a pause or delivered again after a seek.
             return Ok(());
         }
+        // Counted once per offset: not the copies dropped just above.
+        self.topics[topic].consumed.inc();
         let (original, retries, due) = match self.topics[topic].kind {
             TopicKind::Main => (
                 OriginalPosition {
@@ -702,6 +756,7 @@ impl Consumption<'_> {
                         topic = message.topic(),
                         partition = message.partition(),
                         offset = message.offset(),
+                        key = message.key().map(String::from_utf8_lossy).as_deref(),
                         "retry copy without its original position; using its own"
                     );
                     OriginalPosition {
@@ -741,7 +796,7 @@ impl Consumption<'_> {
     }
 
     /// Settle held records that are due.
-    fn release_due(&mut self, consumer: &BaseConsumer) -> Result<(), ConsumeError> {
+    fn release_due(&mut self, consumer: &Kafka) -> Result<(), ConsumeError> {
         let now = Instant::now();
         for slot in 0..self.partitions.len() {
             let due = matches!(&self.partitions[slot].flow, Flow::Held(h) if h.due <= now);
@@ -784,6 +839,7 @@ impl Consumption<'_> {
         let _ = write!(partition_text, "{}", view.original.partition);
         let _ = write!(offset_text, "{}", view.original.offset);
         let record = Record {
+            source: Source::Kafka,
             topic: &view.original.topic,
             partition: partition_text,
             offset: offset_text,
@@ -835,6 +891,7 @@ impl Consumption<'_> {
             topic = %view.original.topic,
             partition = view.original.partition,
             offset = view.original.offset,
+            key = view.key.map(String::from_utf8_lossy).as_deref(),
             "{reason}; stopping this partition before the record"
         );
     }
@@ -877,7 +934,7 @@ impl Consumption<'_> {
     /// Partition bookkeeping after settling a fresh record.
     fn apply(
         &mut self,
-        consumer: &BaseConsumer,
+        consumer: &Kafka,
         slot: usize,
         step: Step,
         view: &View<'_>,
@@ -906,7 +963,7 @@ impl Consumption<'_> {
 
     fn hold(
         &mut self,
-        consumer: &BaseConsumer,
+        consumer: &Kafka,
         slot: usize,
         record: OwnedRecord,
         due: Instant,
@@ -917,7 +974,7 @@ impl Consumption<'_> {
         self.pause(consumer, slot)
     }
 
-    fn pause(&self, consumer: &BaseConsumer, slot: usize) -> Result<(), ConsumeError> {
+    fn pause(&self, consumer: &Kafka, slot: usize) -> Result<(), ConsumeError> {
         let state = &self.partitions[slot];
         let mut list = TopicPartitionList::new();
         list.add_partition(&self.topics[state.topic].name, state.partition);
@@ -927,7 +984,7 @@ impl Consumption<'_> {
 
     /// Resume a paused partition at `next`: what was fetched after the held
     /// record was dropped, so read it again from there.
-    fn resume(&self, consumer: &BaseConsumer, slot: usize, next: i64) -> Result<(), ConsumeError> {
+    fn resume(&self, consumer: &Kafka, slot: usize, next: i64) -> Result<(), ConsumeError> {
         let state = &self.partitions[slot];
         let topic = &self.topics[state.topic].name;
         let mut list = TopicPartitionList::new();
@@ -956,7 +1013,7 @@ impl Consumption<'_> {
     /// Whether every partition still running has reached its high
     /// watermark (a held record means not yet; a broker error means "ask
     /// again later").
-    fn others_drained(&self, consumer: &BaseConsumer) -> bool {
+    fn others_drained(&self, consumer: &Kafka) -> bool {
         for state in &self.partitions {
             match state.flow {
                 Flow::Stopped => continue,
@@ -976,12 +1033,91 @@ impl Consumption<'_> {
         true
     }
 
+    /// [`Consumption::store_checkpoint`], counted and reported to `/health`.
+    fn checkpoint(&mut self) -> Result<(), ConsumeError> {
+        let metrics = self.dispatcher.metrics().clone();
+        match self.store_checkpoint() {
+            Ok(committed) => {
+                if committed {
+                    metrics.commits.inc();
+                }
+                metrics.checkpoint_succeeded();
+                self.health.ok(CHECK_COMMIT);
+                Ok(())
+            }
+            Err(error) => {
+                metrics.commits_failed.inc();
+                self.health
+                    .fail(CHECK_COMMIT, format!("last commit failed: {error}"));
+                Err(error)
+            }
+        }
+    }
+
+    /// Bring the lag gauges up to date from the latest statistics, and
+    /// decide whether the broker is reachable: a consumer error marked it
+    /// down; statistics taken after that error with a connection up mark it
+    /// reachable again, as do records arriving.
+    fn observe(&mut self, consumer: &Kafka) {
+        self.last_observed = Instant::now();
+        let Some(observed) = consumer.context().latest() else {
+            return;
+        };
+        for state in &self.partitions {
+            let topic = &self.topics[state.topic].name;
+            if let Some(&(low, high)) = observed.watermarks.get(&(topic.clone(), state.partition)) {
+                let next = state.position.unwrap_or(low);
+                state.lag.set((high - next).max(0) as f64);
+            }
+        }
+        if observed.brokers_up == 0 && observed.brokers > 0 {
+            self.health.fail(
+                CHECK_BROKER,
+                "broker unreachable: no broker connection is up",
+            );
+            return;
+        }
+        let after_error = match (&self.broker_error, observed.at) {
+            (Some(failed_at), Some(at)) => at > *failed_at,
+            _ => true,
+        };
+        if after_error {
+            self.broker_fine();
+        }
+    }
+
+    /// A consumer error: "all brokers down" means the broker is not
+    /// reachable (librdkafka keeps retrying on its own). One connection
+    /// failing (an idle connection closed, one broker of several restarting)
+    /// is left to the statistics, which count the connections still up.
+    fn broker_trouble(&mut self, error: &KafkaError) {
+        use rdkafka::error::RDKafkaErrorCode;
+        let code = match error {
+            KafkaError::MessageConsumption(code) | KafkaError::MessageConsumptionFatal(code) => {
+                *code
+            }
+            _ => return,
+        };
+        if code == RDKafkaErrorCode::AllBrokersDown {
+            self.health
+                .fail(CHECK_BROKER, format!("broker unreachable: {error}"));
+            self.broker_error = Some(Instant::now());
+        }
+    }
+
+    fn broker_fine(&mut self) {
+        if self.broker_error.take().is_some() || self.health.failing(CHECK_BROKER) {
+            self.health.ok(CHECK_BROKER);
+        }
+    }
+
     /// Seal the offsets and effects staged since the last checkpoint into a
     /// delivery batch, then store, in one transaction, the offsets and
     /// effects of every batch the broker has fully acknowledged, and
     /// forget outbox rows the broker acknowledged. New outbox rows are
     /// published once that transaction is committed.
-    fn checkpoint(&mut self) -> Result<(), ConsumeError> {
+    /// Returns whether a store transaction was committed.
+    fn store_checkpoint(&mut self) -> Result<bool, ConsumeError> {
         let records = std::mem::take(&mut self.since_commit);
         self.last_commit = Instant::now();
         let mut sealed = Vec::new();
@@ -1026,7 +1162,7 @@ impl Consumption<'_> {
         let delete_alone = self.relay.has_acknowledged()
             && self.last_store_commit.elapsed() >= self.options.commit_interval;
         if ready.is_empty() && effects.is_empty() && !delete_alone {
-            return Ok(());
+            return Ok(false);
         }
         let sent_through = self.relay.take_acknowledged();
         self.last_store_commit = Instant::now();
@@ -1049,6 +1185,6 @@ impl Consumption<'_> {
             self.partitions[slot].committed = Some(next);
         }
         self.relay.publish(self.sink, published)?;
-        Ok(())
+        Ok(true)
     }
 }

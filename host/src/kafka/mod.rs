@@ -5,6 +5,7 @@ pub mod config;
 pub mod consumer;
 pub mod headers;
 pub mod metadata;
+pub mod observe;
 pub mod outbox;
 pub mod patterns;
 pub mod positions;

@@ -7,8 +7,8 @@
 //! flush stalls the pipeline; a broker round trip only delays the commit.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
@@ -19,6 +19,7 @@ use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer}
 use super::config::KafkaSettings;
 use super::metadata::{self, TopicError};
 use crate::component::{MessageSink, Produced};
+use crate::metrics::Metrics;
 
 /// How long a negative "topic exists" answer is trusted before asking the
 /// broker again (topics may be created while we run).
@@ -32,6 +33,8 @@ pub struct DeliveryTracker {
     ledger: Mutex<Ledger>,
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
+    /// Where failed deliveries are counted, once a run sets it.
+    metrics: OnceLock<Arc<Metrics>>,
 }
 
 #[derive(Default)]
@@ -77,6 +80,9 @@ impl ProducerContext for DeliveryTracker {
     fn delivery(&self, result: &DeliveryResult<'_>, batch: usize) {
         if let Err((error, message)) = result {
             self.failed.fetch_add(1, Ordering::SeqCst);
+            if let Some(metrics) = self.metrics.get() {
+                metrics.delivery_errors.inc();
+            }
             if let Ok(mut first) = self.first_error.lock() {
                 first.get_or_insert_with(|| format!("to topic {:?}: {error}", message.topic()));
             }
@@ -114,6 +120,11 @@ impl KafkaSink {
             bootstrap: settings.bootstrap_servers.clone(),
             topics: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Count failed deliveries in `metrics` from now on.
+    pub fn count_failures_in(&self, metrics: Arc<Metrics>) {
+        let _ = self.producer.context().metrics.set(metrics);
     }
 
     /// The partitions of `topic`.

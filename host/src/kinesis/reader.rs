@@ -3,6 +3,8 @@
 //! shard's records stay in order and a slow consumer holds the fetching
 //! back.
 
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use aws_sdk_kinesis::types::ShardIteratorType;
@@ -51,6 +53,47 @@ pub enum Fetched {
     Failed(String),
 }
 
+/// Consecutive failed reads after which a shard counts as unreachable for
+/// `/health`: a throttled call now and then is normal for Kinesis; this many
+/// in a row (over a second or more of backing off) is not.
+pub const UNREACHABLE_AFTER: u32 = 5;
+
+/// How a shard's reads are going, shared by its reader task and the
+/// consume loop.
+#[derive(Debug, Default)]
+pub struct FetchHealth {
+    failures: AtomicU32,
+    last_error: Mutex<String>,
+}
+
+impl FetchHealth {
+    fn failed(&self, message: &str) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut last) = self.last_error.lock() {
+            message.clone_into(&mut last);
+        }
+    }
+
+    fn succeeded(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+    }
+
+    /// Consecutive failures and the last error, if reads are failing
+    /// persistently.
+    pub fn unreachable(&self) -> Option<(u32, String)> {
+        let failures = self.failures.load(Ordering::Relaxed);
+        if failures < UNREACHABLE_AFTER {
+            return None;
+        }
+        let last = self
+            .last_error
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default();
+        Some((failures, last))
+    }
+}
+
 /// What a reader needs.
 #[derive(Clone)]
 pub struct ReadOptions {
@@ -71,6 +114,7 @@ pub async fn read_shard(
     shard: String,
     start: StartAt,
     pages: mpsc::Sender<Fetched>,
+    health: std::sync::Arc<FetchHealth>,
 ) {
     let mut last_sent: Option<String> = match &start {
         StartAt::After(sequence) => Some(sequence.clone()),
@@ -93,6 +137,7 @@ pub async fn read_shard(
                         return;
                     }
                     Err(IteratorError::Retry(message)) => {
+                        health.failed(&message);
                         wait(&mut backoff, &stream, &shard, &message).await;
                         continue;
                     }
@@ -117,7 +162,9 @@ pub async fn read_shard(
                 match client::classify(&error) {
                     Trouble::Throttled | Trouble::Transient => {
                         iterator = Some(current);
-                        wait(&mut backoff, &stream, &shard, &client::describe(&error)).await;
+                        let message = client::describe(&error);
+                        health.failed(&message);
+                        wait(&mut backoff, &stream, &shard, &message).await;
                     }
                     // Renewed from the last record sent, above.
                     Trouble::ExpiredIterator => {
@@ -138,6 +185,7 @@ pub async fn read_shard(
             }
         };
         backoff.reset();
+        health.succeeded();
         let records: Vec<ShardRecord> = output
             .records()
             .iter()

@@ -9,6 +9,7 @@
 //! parents have been read to their end.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -16,17 +17,25 @@ use tokio::runtime::Runtime;
 use tokio::sync::mpsc::{self, error::TryRecvError};
 
 use super::client::KinesisClient;
-use super::reader::{self, Fetched, ReadOptions, ShardRecord, StartAt};
+use super::reader::{self, FetchHealth, Fetched, ReadOptions, ShardRecord, StartAt};
 use super::shards::{self, Lineage, ListError};
 use super::sink::{KinesisSink, OutRecord, WriteError};
-use crate::dispatch::{Counts, Dispatcher, Record, Verdict, lag_wait};
+use crate::dispatch::{Counts, Dispatcher, Record, Source, Verdict, lag_wait};
 use crate::kafka::consumer::StopReason;
 use crate::kafka::topics::TopicNames;
+use crate::metrics::health::HealthComponent;
+use crate::metrics::registry::{Counter, Gauge};
 use crate::offsets::{Commit, OffsetError, OffsetStore, OutboxRow, ShardPosition, ShardStart};
 use crate::state::StateStore;
 
 /// How long to sleep when no shard has anything to hand out.
 const IDLE_NAP: Duration = Duration::from_millis(2);
+/// How often `/health` learns how the shards' reads are going.
+const OBSERVE_INTERVAL: Duration = Duration::from_secs(1);
+/// Health checks of the consumer (see [`crate::metrics::health`]).
+const CHECK_ASSIGNED: &str = "assigned";
+const CHECK_COMMIT: &str = "commit";
+const CHECK_READS: &str = "reads";
 
 /// How to consume streams.
 #[derive(Debug, Clone)]
@@ -84,6 +93,9 @@ struct Shard {
     closed: bool,
     /// The last page was empty and the shard is at its tip.
     caught_up: bool,
+    /// `MillisBehindLatest` of the last page.
+    behind: Arc<Gauge>,
+    fetch: Arc<FetchHealth>,
 }
 
 enum Flow {
@@ -116,6 +128,10 @@ struct Consumption<'a> {
     first_record: Option<Instant>,
     last_settled: Option<Instant>,
     last_record: Instant,
+    /// Records read, per stream (by index in `options.streams`).
+    consumed: Vec<Arc<Counter>>,
+    health: Arc<HealthComponent>,
+    last_observed: Instant,
 }
 
 /// Consume `options.streams` until idle, shut down or a failed record.
@@ -129,6 +145,10 @@ pub fn consume(
     shutdown: &AtomicBool,
 ) -> Result<StreamSummary, StreamError> {
     let state = dispatcher.state().clone();
+    let metrics = dispatcher.metrics().clone();
+    let health = metrics.health.component("kinesis");
+    health.fail(CHECK_ASSIGNED, "shards not listed yet");
+    health.fail(CHECK_COMMIT, "no checkpoint yet");
     let mut run = Consumption {
         options,
         runtime,
@@ -150,15 +170,16 @@ pub fn consume(
         first_record: None,
         last_settled: None,
         last_record: Instant::now(),
+        consumed: options
+            .streams
+            .iter()
+            .map(|stream| metrics.consumed_stream.get(&[stream]))
+            .collect(),
+        health,
+        last_observed: Instant::now(),
     };
-    run.publish_unsent()?;
-    for stream in 0..options.streams.len() {
-        run.lineages.push(Lineage::default());
-        run.discover(stream, true)?;
-    }
-    let result = run.loop_until_stopped(shutdown);
-    // Whatever stopped the loop, what was handled is stored.
-    run.checkpoint()?;
+    let result = run.start_and_loop(shutdown);
+    run.health.fail(CHECK_ASSIGNED, "consumer stopped");
     let mut reason = result?;
     if run.shards.iter().any(|s| matches!(s.flow, Flow::Stopped)) {
         reason = run.failed();
@@ -175,6 +196,19 @@ pub fn consume(
 }
 
 impl Consumption<'_> {
+    fn start_and_loop(&mut self, shutdown: &AtomicBool) -> Result<StopReason, StreamError> {
+        self.publish_unsent()?;
+        for stream in 0..self.options.streams.len() {
+            self.lineages.push(Lineage::default());
+            self.discover(stream, true)?;
+        }
+        self.health.ok(CHECK_ASSIGNED);
+        let result = self.loop_until_stopped(shutdown);
+        // Whatever stopped the loop, what was handled is stored.
+        self.checkpoint()?;
+        result
+    }
+
     fn region(&self) -> &str {
         &self.read.kinesis.region
     }
@@ -272,12 +306,16 @@ impl Consumption<'_> {
     fn start_shard(&mut self, stream: usize, id: &str, start: StartAt, handled: Option<String>) {
         self.lineages[stream].start(id);
         let (sender, pages) = mpsc::channel(reader::PAGES_AHEAD);
+        let fetch = Arc::new(FetchHealth::default());
+        let name = &self.options.streams[stream];
+        let behind = self.dispatcher.metrics().millis_behind.get(&[name, id]);
         self.runtime.spawn(reader::read_shard(
             self.read.clone(),
-            self.options.streams[stream].clone(),
+            name.clone(),
             id.to_owned(),
             start,
             sender,
+            fetch.clone(),
         ));
         self.shards.push(Shard {
             stream,
@@ -289,6 +327,8 @@ impl Consumption<'_> {
             flow: Flow::Running,
             closed: false,
             caught_up: false,
+            behind,
+            fetch,
         });
     }
 
@@ -307,6 +347,9 @@ impl Consumption<'_> {
                 || self.last_commit.elapsed() >= self.options.commit_interval
             {
                 self.checkpoint()?;
+            }
+            if self.last_observed.elapsed() >= OBSERVE_INTERVAL {
+                self.observe();
             }
             if let Some(reason) = self.should_stop() {
                 return Ok(reason);
@@ -392,6 +435,10 @@ impl Consumption<'_> {
                 millis_behind,
             }) => {
                 shard.caught_up = records.is_empty() && millis_behind.unwrap_or(0) == 0;
+                if let Some(behind) = millis_behind {
+                    shard.behind.set(behind as f64);
+                }
+                self.consumed[shard.stream].add(records.len() as u64);
                 if !records.is_empty() {
                     self.last_record = Instant::now();
                 }
@@ -422,6 +469,7 @@ impl Consumption<'_> {
         let shard = &self.shards[slot];
         let stream = &self.options.streams[shard.stream];
         let view = Record {
+            source: Source::Kinesis,
             topic: stream,
             partition: &shard.id,
             offset: &record.sequence,
@@ -447,7 +495,8 @@ impl Consumption<'_> {
                         tracing::error!(
                             stream = %stream,
                             shard = %shard.id,
-                            sequence = %record.sequence,
+                            sequence_number = %record.sequence,
+                            key = %record.key,
                             "cannot dead-letter: {error}; stopping this shard before the record"
                         );
                         Step::Stop
@@ -540,10 +589,50 @@ impl Consumption<'_> {
         }
     }
 
+    /// Tell `/health` whether every shard is being read: persistent
+    /// GetRecords failures make the consumer not ready until reads succeed.
+    fn observe(&mut self) {
+        self.last_observed = Instant::now();
+        let failing = self.shards.iter().find_map(|shard| {
+            let (failures, error) = shard.fetch.unreachable()?;
+            Some(format!(
+                "Kinesis unreachable: shard {} of stream {:?}: {failures} reads failed in a row \
+                 (last: {error})",
+                shard.id, self.options.streams[shard.stream]
+            ))
+        });
+        match failing {
+            Some(reason) => self.health.fail(CHECK_READS, reason),
+            None => self.health.ok(CHECK_READS),
+        }
+    }
+
+    /// [`Consumption::store_checkpoint`], counted and reported to `/health`.
+    fn checkpoint(&mut self) -> Result<(), StreamError> {
+        let metrics = self.dispatcher.metrics().clone();
+        match self.store_checkpoint() {
+            Ok(committed) => {
+                if committed {
+                    metrics.commits.inc();
+                }
+                metrics.checkpoint_succeeded();
+                self.health.ok(CHECK_COMMIT);
+                Ok(())
+            }
+            Err(error) => {
+                metrics.commits_failed.inc();
+                self.health
+                    .fail(CHECK_COMMIT, format!("last commit failed: {error}"));
+                Err(error)
+            }
+        }
+    }
+
     /// Store, in one transaction, every shard's last handled record and the
     /// store writes and outbox rows of the records handled since the last
     /// checkpoint; then publish those rows.
-    fn checkpoint(&mut self) -> Result<(), StreamError> {
+    /// Returns whether a store transaction was committed.
+    fn store_checkpoint(&mut self) -> Result<bool, StreamError> {
         self.since_commit = 0;
         self.last_commit = Instant::now();
         let batch = self.batch;
@@ -564,14 +653,15 @@ impl Consumption<'_> {
             }
         }
         if shards.is_empty() && effects.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let rows = self.store.commit(Commit {
             shards,
             effects,
             ..Commit::default()
         })?;
-        self.publish(rows)
+        self.publish(rows)?;
+        Ok(true)
     }
 }
 
