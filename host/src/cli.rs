@@ -630,6 +630,25 @@ pub struct MetricsArgs {
     /// Serve Prometheus metrics on GET /metrics and readiness on GET /health at this address (off when not set).
     #[arg(long, env = "LOGPIPE_METRICS_ADDR", value_name = "HOST:PORT")]
     pub metrics_addr: Option<String>,
+
+    /// The process's metrics when several [[consumer]]s share one endpoint.
+    #[arg(skip)]
+    pub shared: Option<Arc<crate::metrics::Metrics>>,
+
+    /// The [[consumer]] this run is, naming its /health component.
+    #[arg(skip)]
+    pub consumer: Option<String>,
+}
+
+impl MetricsArgs {
+    /// The /health component of this run's `source` (kafka, kinesis): one
+    /// per consumer, so that health is the AND of all of them.
+    pub fn health_component(&self, source: &str) -> String {
+        match &self.consumer {
+            Some(name) => format!("{source} consumer {name}"),
+            None => source.to_owned(),
+        }
+    }
 }
 
 #[derive(Debug, Args)]

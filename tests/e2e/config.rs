@@ -424,3 +424,57 @@ fn the_readme_example_config_checks() {
     }
     assert!(!checked.stdout.contains("change-me"));
 }
+
+/// Consumers of one process share one /metrics and /health endpoint; one
+/// that cannot start keeps /health at 503 and does not stop the others.
+#[test]
+fn consumers_share_health_and_a_broken_one_does_not_stop_the_others() {
+    let broker = Broker::start();
+    let good = unique("good");
+    broker.create_topic(&good, 1);
+    broker.create_topic("echo-out", 1);
+    broker.produce(&good, &echo(25, "good"));
+    let work = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let handlers = toml_path(&example_handlers());
+    let config = write(
+        work.path(),
+        "logpipe.toml",
+        &format!(
+            "bootstrap-servers = {:?}\nconsumer-timeout-ms = 4000\nmetrics-addr = {addr:?}\n\
+             offsets = {}\n\n\
+             [[consumer]]\nname = \"good\"\ntopics = [{good:?}]\nhandlers = {handlers}\n\n\
+             [[consumer]]\nname = \"broken\"\ntopics = [\"no-such-topic\"]\nhandlers = {handlers}\n",
+            broker.bootstrap,
+            toml_path(&work.path().join("offsets.sqlite3")),
+        ),
+    );
+    let mut command = host();
+    command.args(["run", "--config"]).arg(&config);
+    let running = Running::start(command);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let body = loop {
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            let (status, body) = http_get(&addr, "/health");
+            // The failed consumer's component names the cause.
+            if status == 503 && body.contains("consumer broken") && body.contains("no-such-topic") {
+                break body;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no 503 naming the broken consumer; log:\n{}",
+            running.log().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(body.contains("does not exist"), "{body}");
+    let done = running.wait(Duration::from_secs(120));
+    assert_eq!(done.code(), Some(1));
+    assert!(
+        done.stderr.contains("consumer \"broken\""),
+        "{}",
+        done.stderr
+    );
+    assert_eq!(echoed(&broker, "good"), 25);
+}

@@ -3,7 +3,6 @@
 //! carrying each record's position, and the Kinesis side's metrics.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -13,27 +12,9 @@ use serde_json::{Value, json};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// One plain HTTP/1.1 GET: the status code and the body.
-fn get(addr: &str, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect to the metrics endpoint");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("read answer");
-    let (head, body) = answer.split_once("\r\n\r\n").expect("head and body");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status code");
-    (status, body.to_owned())
-}
-
 /// Every sample of a scrape, keyed by `name{labels}` as written.
 fn scrape(addr: &str) -> BTreeMap<String, f64> {
-    let (status, body) = get(addr, "/metrics");
+    let (status, body) = http_get(addr, "/metrics");
     assert_eq!(status, 200, "{body}");
     body.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
@@ -81,7 +62,9 @@ fn scrape_until(
 fn wait_healthy(addr: &str, host: &Running) {
     let deadline = Instant::now() + LIMIT;
     loop {
-        let answer = TcpStream::connect(addr).ok().map(|_| get(addr, "/health"));
+        let answer = TcpStream::connect(addr)
+            .ok()
+            .map(|_| http_get(addr, "/health"));
         if let Some((200, body)) = &answer {
             assert_eq!(body, "ok\n");
             return;
@@ -99,7 +82,7 @@ fn wait_healthy(addr: &str, host: &Running) {
 fn wait_unhealthy(addr: &str, host: &Running) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (status, body) = get(addr, "/health");
+        let (status, body) = http_get(addr, "/health");
         if status == 503 {
             return body;
         }
@@ -270,7 +253,7 @@ fn metrics_count_every_outcome_by_handler_and_class_while_running() {
     );
 
     wait_healthy(&addr, &host);
-    assert_eq!(get(&addr, "/nope").0, 404);
+    assert_eq!(http_get(&addr, "/nope").0, 404);
 
     host.terminate();
     let finished = host.wait(LIMIT);

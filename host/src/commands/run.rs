@@ -62,7 +62,18 @@ pub fn run_command(
         let _span = tracing::info_span!("consumer", name = %blocks[0].name).entered();
         return run(args, shutdown);
     }
-    run_concurrently(blocks.iter().map(|b| b.name.clone()).zip(runs), shutdown)
+    // One /metrics and /health endpoint for the process, shared by every
+    // consumer; each reports its own health component.
+    let metrics = start_metrics(&runs[0].metrics)?;
+    for (block, run) in blocks.iter().zip(runs.iter_mut()) {
+        run.metrics.shared = Some(metrics.clone());
+        run.metrics.consumer = Some(block.name.clone());
+    }
+    run_concurrently(
+        blocks.iter().map(|b| b.name.clone()).zip(runs),
+        &metrics,
+        shutdown,
+    )
 }
 
 /// Each consumer in its own thread; one that fails does not stop the
@@ -70,6 +81,7 @@ pub fn run_command(
 /// record (3) over success.
 fn run_concurrently(
     runs: impl Iterator<Item = (String, RunArgs)>,
+    metrics: &Metrics,
     shutdown: &AtomicBool,
 ) -> anyhow::Result<ExitCode> {
     let results: Vec<(String, anyhow::Result<ExitCode>)> = std::thread::scope(|scope| {
@@ -80,7 +92,16 @@ fn run_concurrently(
                     .name(format!("consumer-{name}"))
                     .spawn_scoped(scope, move || {
                         let _span = tracing::info_span!("consumer", name = %thread_name).entered();
-                        run(args, shutdown)
+                        let result = run(args, shutdown);
+                        if let Err(error) = &result {
+                            // A consumer that stopped on an error keeps
+                            // /health at 503 while the others run on.
+                            metrics
+                                .health
+                                .component(&format!("consumer {thread_name}"))
+                                .fail("running", &format!("{error:#}"));
+                        }
+                        result
                     });
                 (name, handle)
             })
@@ -265,6 +286,7 @@ pub fn consume_with_handlers(
     let options = ConsumeOptions {
         topics: consume_args.topics.clone(),
         pattern_refresh: Duration::from_millis(consume_args.pattern_refresh_ms.max(100)),
+        health_component: metrics_args.health_component("kafka"),
         names: names.clone(),
         retry_topics,
         idle_timeout: consume_args.consumer_timeout_ms.map(Duration::from_millis),
@@ -295,6 +317,9 @@ pub fn consume_with_handlers(
 /// The process's metrics, served on `--metrics-addr` when it is given.
 /// Listening starts before anything slow, so a taken address fails at once.
 pub fn start_metrics(args: &MetricsArgs) -> anyhow::Result<Arc<Metrics>> {
+    if let Some(shared) = &args.shared {
+        return Ok(shared.clone());
+    }
     let metrics = Arc::new(Metrics::default());
     if let Some(addr) = &args.metrics_addr {
         http::serve(addr, metrics.clone())?;

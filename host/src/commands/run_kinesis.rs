@@ -89,6 +89,7 @@ pub fn run(args: RunArgs, shutdown: &AtomicBool) -> anyhow::Result<ExitCode> {
         }
     }
     let options = StreamOptions {
+        health_component: args.metrics.health_component("kinesis"),
         streams: streams.streams.clone(),
         initial: match streams.kinesis_iterator {
             InitialIterator::TrimHorizon => StartAt::TrimHorizon,

@@ -65,6 +65,8 @@ pub struct ConsumeOptions {
     pub topics: Vec<String>,
     /// How often patterns are matched again against the broker's topics.
     pub pattern_refresh: Duration,
+    /// This consumer's component of `/health`.
+    pub health_component: String,
     /// Names of retry and dead-letter topics.
     pub names: TopicNames,
     /// Retry topics per topic, for non-blocking retries (0: none).
@@ -316,7 +318,10 @@ pub fn consume(
         .consumer_config(&options.names.group)
         .create_with_context(ObservedContext::default())?;
     let state = dispatcher.state().clone();
-    let health = dispatcher.metrics().health.component("kafka");
+    let health = dispatcher
+        .metrics()
+        .health
+        .component(&options.health_component);
     health.fail(CHECK_ASSIGNED, "partitions not assigned yet");
     health.fail(CHECK_COMMIT, "no checkpoint yet");
     let mut run = Consumption {

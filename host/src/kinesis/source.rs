@@ -40,6 +40,8 @@ const CHECK_READS: &str = "reads";
 /// How to consume streams.
 #[derive(Debug, Clone)]
 pub struct StreamOptions {
+    /// This consumer's component of `/health`.
+    pub health_component: String,
     pub streams: Vec<String>,
     /// Where shards with no stored position start.
     pub initial: StartAt,
@@ -146,7 +148,7 @@ pub fn consume(
 ) -> Result<StreamSummary, StreamError> {
     let state = dispatcher.state().clone();
     let metrics = dispatcher.metrics().clone();
-    let health = metrics.health.component("kinesis");
+    let health = metrics.health.component(&options.health_component);
     health.fail(CHECK_ASSIGNED, "shards not listed yet");
     health.fail(CHECK_COMMIT, "no checkpoint yet");
     let mut run = Consumption {
