@@ -99,7 +99,7 @@ fn run_concurrently(
                             metrics
                                 .health
                                 .component(&format!("consumer {thread_name}"))
-                                .fail("running", &format!("{error:#}"));
+                                .fail("running", format!("{error:#}"));
                         }
                         result
                     });
