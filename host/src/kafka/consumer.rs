@@ -34,7 +34,7 @@ use super::patterns;
 use super::producer::{DeliveryError, KafkaSink};
 use super::topics::TopicNames;
 use crate::dispatch::{Counts, Dispatcher, Failure, Record, Source, Verdict, lag_wait};
-use crate::metrics::health::HealthComponent;
+use crate::metrics::health::{CHECK_ASSIGNED, CHECK_COMMIT, HealthComponent};
 use crate::metrics::registry::{Counter, Gauge};
 use crate::offsets::{Commit, OffsetError, OffsetStore};
 use crate::state::StateStore;
@@ -50,9 +50,8 @@ const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// How often lag gauges and broker health are brought up to date (the
 /// statistics they come from arrive about this often).
 const OBSERVE_INTERVAL: Duration = Duration::from_secs(1);
-/// Health checks of the consumer (see [`crate::metrics::health`]).
-const CHECK_ASSIGNED: &str = "assigned";
-const CHECK_COMMIT: &str = "commit";
+/// Health check of this consumer beyond `assigned` and `commit` (see
+/// [`crate::metrics::health`]).
 const CHECK_BROKER: &str = "broker";
 
 /// The consumer this loop drives.
@@ -1040,23 +1039,11 @@ impl Consumption<'_> {
 
     /// [`Consumption::store_checkpoint`], counted and reported to `/health`.
     fn checkpoint(&mut self) -> Result<(), ConsumeError> {
-        let metrics = self.dispatcher.metrics().clone();
-        match self.store_checkpoint() {
-            Ok(committed) => {
-                if committed {
-                    metrics.commits.inc();
-                }
-                metrics.checkpoint_succeeded();
-                self.health.ok(CHECK_COMMIT);
-                Ok(())
-            }
-            Err(error) => {
-                metrics.commits_failed.inc();
-                self.health
-                    .fail(CHECK_COMMIT, format!("last commit failed: {error}"));
-                Err(error)
-            }
-        }
+        let outcome = self.store_checkpoint();
+        self.dispatcher
+            .metrics()
+            .checkpoint_done(&self.health, &outcome);
+        outcome.map(|_| ())
     }
 
     /// Bring the lag gauges up to date from the latest statistics, and

@@ -23,7 +23,7 @@ use super::sink::{KinesisSink, OutRecord, WriteError};
 use crate::dispatch::{Counts, Dispatcher, Record, Source, Verdict, lag_wait};
 use crate::kafka::consumer::StopReason;
 use crate::kafka::topics::TopicNames;
-use crate::metrics::health::HealthComponent;
+use crate::metrics::health::{CHECK_ASSIGNED, CHECK_COMMIT, HealthComponent};
 use crate::metrics::registry::{Counter, Gauge};
 use crate::offsets::{Commit, OffsetError, OffsetStore, OutboxRow, ShardPosition, ShardStart};
 use crate::state::StateStore;
@@ -32,9 +32,8 @@ use crate::state::StateStore;
 const IDLE_NAP: Duration = Duration::from_millis(2);
 /// How often `/health` learns how the shards' reads are going.
 const OBSERVE_INTERVAL: Duration = Duration::from_secs(1);
-/// Health checks of the consumer (see [`crate::metrics::health`]).
-const CHECK_ASSIGNED: &str = "assigned";
-const CHECK_COMMIT: &str = "commit";
+/// Health check of this consumer beyond `assigned` and `commit` (see
+/// [`crate::metrics::health`]).
 const CHECK_READS: &str = "reads";
 
 /// How to consume streams.
@@ -611,23 +610,11 @@ impl Consumption<'_> {
 
     /// [`Consumption::store_checkpoint`], counted and reported to `/health`.
     fn checkpoint(&mut self) -> Result<(), StreamError> {
-        let metrics = self.dispatcher.metrics().clone();
-        match self.store_checkpoint() {
-            Ok(committed) => {
-                if committed {
-                    metrics.commits.inc();
-                }
-                metrics.checkpoint_succeeded();
-                self.health.ok(CHECK_COMMIT);
-                Ok(())
-            }
-            Err(error) => {
-                metrics.commits_failed.inc();
-                self.health
-                    .fail(CHECK_COMMIT, format!("last commit failed: {error}"));
-                Err(error)
-            }
-        }
+        let outcome = self.store_checkpoint();
+        self.dispatcher
+            .metrics()
+            .checkpoint_done(&self.health, &outcome);
+        outcome.map(|_| ())
     }
 
     /// Store, in one transaction, every shard's last handled record and the

@@ -9,6 +9,11 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+/// Checks every consumer reports: its partitions or shards are assigned...
+pub const CHECK_ASSIGNED: &str = "assigned";
+/// ...and its last checkpoint succeeded (failing until the first one).
+pub const CHECK_COMMIT: &str = "commit";
+
 #[derive(Debug, Default)]
 pub struct Health {
     components: Mutex<Vec<Arc<HealthComponent>>>,

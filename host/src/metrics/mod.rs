@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use health::Health;
+use health::{Health, HealthComponent};
 use registry::{Counter, Family, Gauge, Histogram, LATENCY_BUCKETS};
 
 use crate::policy::ErrorClass;
@@ -264,6 +264,28 @@ impl Metrics {
             .map(|d| d.as_secs_f64())
             .unwrap_or_default();
         self.last_commit.set(now);
+    }
+
+    /// Count a checkpoint's outcome (`Ok(true)`: a store transaction was
+    /// committed) and report it as the `commit` check of `health`.
+    pub fn checkpoint_done<E: std::fmt::Display>(
+        &self,
+        health: &HealthComponent,
+        outcome: &Result<bool, E>,
+    ) {
+        match outcome {
+            Ok(committed) => {
+                if *committed {
+                    self.commits.inc();
+                }
+                self.checkpoint_succeeded();
+                health.ok(health::CHECK_COMMIT);
+            }
+            Err(error) => {
+                self.commits_failed.inc();
+                health.fail(health::CHECK_COMMIT, format!("last commit failed: {error}"));
+            }
+        }
     }
 
     pub fn totals(&self) -> Totals {
