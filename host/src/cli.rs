@@ -171,6 +171,33 @@ pub struct StoreScanArgs {
     pub limit: u32,
 }
 
+/// Where consumed offsets are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OffsetStoreKind {
+    /// The SQLite file of --offsets, with the handlers' store and the
+    /// outbox, committed in one transaction; one host per file.
+    Sqlite,
+    /// Kafka's consumer group offsets: several hosts share the partitions.
+    Kafka,
+}
+
+impl ConsumeArgs {
+    /// `--produce-mode`, or its default: the outbox needs offsets in the
+    /// same SQLite transaction as its rows, so a group defaults to direct.
+    pub fn produce_mode(&self) -> Result<ProduceMode, String> {
+        match (self.produce_mode, self.offset_store) {
+            (Some(ProduceMode::Outbox), OffsetStoreKind::Kafka) => Err(
+                "--produce-mode outbox needs --offset-store sqlite: outbox rows are committed in \
+                 the same SQLite transaction as the offsets; use --produce-mode direct"
+                    .into(),
+            ),
+            (Some(mode), _) => Ok(mode),
+            (None, OffsetStoreKind::Sqlite) => Ok(ProduceMode::Outbox),
+            (None, OffsetStoreKind::Kafka) => Ok(ProduceMode::Direct),
+        }
+    }
+}
+
 /// Where records handlers produce go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ProduceMode {
@@ -483,17 +510,21 @@ pub struct ConsumeArgs {
     )]
     pub shutdown_timeout_ms: u64,
 
-    /// Where handler output goes: `outbox` (stored with the offset, then published with a LOGPIPE_MESSAGE_ID header: no duplicates but one per crash) or `direct` (sent at once, at least once).
+    /// Where handler output goes: `outbox` (stored with the offset, then published with a LOGPIPE_MESSAGE_ID header: no duplicates but one per crash) or `direct` (sent at once, at least once) [default: outbox; direct with --offset-store kafka].
+    #[arg(long, env = "LOGPIPE_PRODUCE_MODE", value_enum, value_name = "MODE")]
+    pub produce_mode: Option<ProduceMode>,
+
+    /// Where offsets are kept: `sqlite` (the --offsets file, one host per file, every partition) or `kafka` (a consumer group: the broker shares the partitions among the hosts of --group-id and keeps their offsets).
     #[arg(
         long,
-        env = "LOGPIPE_PRODUCE_MODE",
+        env = "LOGPIPE_OFFSET_STORE",
         value_enum,
-        default_value_t = ProduceMode::Outbox,
-        value_name = "MODE"
+        default_value_t = OffsetStoreKind::Sqlite,
+        value_name = "STORE"
     )]
-    pub produce_mode: ProduceMode,
+    pub offset_store: OffsetStoreKind,
 
-    /// Consumer group id: names retry and dead-letter topics; partitions are assigned manually.
+    /// Consumer group id: names retry and dead-letter topics; with --offset-store kafka, the group whose members share the partitions.
     #[arg(
         long,
         env = "LOGPIPE_GROUP_ID",

@@ -32,7 +32,8 @@ pub enum OffsetError {
     },
     #[error(
         "offset store {} is in use by another logpipe-host ({holder}); a store belongs to one \
-         host: give each host its own --offsets file",
+         host: give each host its own --offsets file, and to share partitions among hosts use \
+         a consumer group (--offset-store kafka --group-id ID)",
         path.display()
     )]
     InUse { path: PathBuf, holder: String },

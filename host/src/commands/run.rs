@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use super::EXIT_RECORD_FAILED;
-use crate::cli::{ConsumeArgs, HandlerArgs, MetricsArgs, ProduceMode, RunArgs};
+use crate::cli::{ConsumeArgs, HandlerArgs, MetricsArgs, OffsetStoreKind, ProduceMode, RunArgs};
 use crate::component::cache::ComponentCache;
 use crate::component::host_api::HostServices;
 use crate::component::manifest::HandlerDefaults;
@@ -244,7 +244,10 @@ pub fn consume_with_handlers(
     sink.count_failures_in(metrics.clone());
     let mut store = OffsetStore::open(offsets)?;
     let state = Arc::new(StateStore::open(offsets)?);
-    let guest_sink: Arc<dyn MessageSink> = match consume_args.produce_mode {
+    let produce_mode = consume_args
+        .produce_mode()
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let guest_sink: Arc<dyn MessageSink> = match produce_mode {
         ProduceMode::Direct => sink.clone(),
         ProduceMode::Outbox => Arc::new(OutboxSink {
             destination: sink.clone(),
@@ -287,6 +290,7 @@ pub fn consume_with_handlers(
         topics: consume_args.topics.clone(),
         pattern_refresh: Duration::from_millis(consume_args.pattern_refresh_ms.max(100)),
         health_component: metrics_args.health_component("kafka"),
+        group: consume_args.offset_store == OffsetStoreKind::Kafka,
         names: names.clone(),
         retry_topics,
         idle_timeout: consume_args.consumer_timeout_ms.map(Duration::from_millis),

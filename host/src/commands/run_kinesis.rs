@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::run::{exit_code, load_handlers, print_summary, start_metrics};
-use crate::cli::{InitialIterator, ProduceMode, RunArgs};
+use crate::cli::{InitialIterator, OffsetStoreKind, ProduceMode, RunArgs};
 use crate::component::MessageSink;
 use crate::kafka::topics::TopicNames;
 use crate::kinesis::reader::StartAt;
@@ -60,7 +60,14 @@ pub fn run(args: RunArgs, shutdown: &AtomicBool) -> anyhow::Result<ExitCode> {
     }
     let mut store = OffsetStore::open(offsets)?;
     let state = Arc::new(StateStore::open(offsets)?);
-    let guest_sink: Arc<dyn MessageSink> = match consume.produce_mode {
+    if consume.offset_store == OffsetStoreKind::Kafka {
+        anyhow::bail!(
+            "--offset-store kafka is for Kafka topics: Kinesis positions are kept in the \
+             --offsets file"
+        );
+    }
+    let produce_mode = consume.produce_mode().map_err(|e| anyhow::anyhow!(e))?;
+    let guest_sink: Arc<dyn MessageSink> = match produce_mode {
         ProduceMode::Direct => sink.clone(),
         ProduceMode::Outbox => Arc::new(OutboxSink {
             destination: sink.clone(),

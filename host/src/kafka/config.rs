@@ -61,6 +61,29 @@ impl KafkaSettings {
         )
     }
 
+    /// A member of consumer group `group_id` (`--offset-store kafka`): the
+    /// broker assigns partitions; offsets are committed explicitly, only
+    /// once handled (see `kafka::group`). A member that stops answering
+    /// loses its partitions after `session.timeout.ms`.
+    pub fn group_consumer_config(&self, group_id: &str) -> ClientConfig {
+        self.base(
+            &[
+                ("group.id", group_id),
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                ("auto.offset.reset", "earliest"),
+                ("enable.partition.eof", "false"),
+                ("session.timeout.ms", "10000"),
+                ("heartbeat.interval.ms", "3000"),
+                (
+                    "statistics.interval.ms",
+                    super::observe::STATISTICS_INTERVAL_MS,
+                ),
+            ],
+            &self.consumer_properties,
+        )
+    }
+
     /// An admin client, for creating retry and dead-letter topics.
     pub fn admin_config(&self) -> ClientConfig {
         self.base(&[], &[])

@@ -20,12 +20,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::config::KafkaSettings;
+use super::group::{self, GroupHooks, Membership};
 use super::headers::{self, OriginalPosition};
 use super::metadata::{self, TopicError};
 use super::observe::ObservedContext;
@@ -66,6 +67,9 @@ pub struct ConsumeOptions {
     pub pattern_refresh: Duration,
     /// This consumer's component of `/health`.
     pub health_component: String,
+    /// Offsets in Kafka, partitions assigned by the group (see
+    /// [`super::group`]), instead of offsets in SQLite and every partition.
+    pub group: bool,
     /// Names of retry and dead-letter topics.
     pub names: TopicNames,
     /// Retry topics per topic, for non-blocking retries (0: none).
@@ -164,6 +168,8 @@ struct PartitionState {
 
 enum Flow {
     Running,
+    /// Given to another member of the group: ignored until assigned again.
+    Revoked,
     /// Paused with one record waiting (see [`Held`]).
     Held(Box<Held>),
     /// Paused for good: a record failed and its policy said stop.
@@ -270,6 +276,10 @@ impl ErrorLog {
 
 struct Consumption<'a> {
     options: &'a ConsumeOptions,
+    /// Set in a consumer group.
+    group: Option<Arc<GroupHooks>>,
+    /// Offsets ready for Kafka (group mode), committed after the checkpoint.
+    to_commit: Vec<(String, i32, i64)>,
     setup: TopicSetup<'a>,
     last_pattern_match: Instant,
     bootstrap: &'a str,
@@ -308,14 +318,28 @@ pub fn consume(
     settings: &KafkaSettings,
     options: &ConsumeOptions,
     dispatcher: &mut Dispatcher,
-    sink: &KafkaSink,
+    sink: &Arc<KafkaSink>,
     store: &mut OffsetStore,
     shutdown: &AtomicBool,
     setup: TopicSetup<'_>,
 ) -> Result<ConsumeSummary, ConsumeError> {
-    let consumer: Kafka = settings
-        .consumer_config(&options.names.group)
-        .create_with_context(ObservedContext::default())?;
+    let group = options.group.then(|| {
+        let producer = sink.clone();
+        let timeout = options.shutdown_timeout;
+        Arc::new(GroupHooks::new(Box::new(move || {
+            producer.confirm(timeout).is_ok()
+        })))
+    });
+    let context = match &group {
+        Some(hooks) => ObservedContext::in_group(hooks.clone()),
+        None => ObservedContext::default(),
+    };
+    let config = if options.group {
+        settings.group_consumer_config(&options.names.group)
+    } else {
+        settings.consumer_config(&options.names.group)
+    };
+    let consumer: Kafka = config.create_with_context(context)?;
     let state = dispatcher.state().clone();
     let health = dispatcher
         .metrics()
@@ -325,6 +349,8 @@ pub fn consume(
     health.fail(CHECK_COMMIT, "no checkpoint yet");
     let mut run = Consumption {
         options,
+        group,
+        to_commit: Vec::new(),
         setup,
         last_pattern_match: Instant::now(),
         bootstrap: &settings.bootstrap_servers,
@@ -395,14 +421,19 @@ impl Consumption<'_> {
         shutdown: &AtomicBool,
     ) -> Result<StopReason, ConsumeError> {
         self.publish_unsent()?;
-        self.assign(consumer)?;
-        self.health.ok(CHECK_ASSIGNED);
+        if self.group.is_some() {
+            self.subscribe(consumer)?;
+        } else {
+            self.assign(consumer)?;
+            self.health.ok(CHECK_ASSIGNED);
+        }
         // On an error nothing more is committed: after a failed delivery the
         // staged offsets cover records whose output may be lost, and
         // replaying them is the at-least-once answer.
         let reason = self.poll_until_stopped(consumer, shutdown)?;
         self.sink.confirm(self.options.shutdown_timeout)?;
         self.checkpoint()?;
+        self.commit_to_kafka(consumer, CommitMode::Sync)?;
         self.finish_relay()?;
         Ok(reason)
     }
@@ -460,6 +491,180 @@ impl Consumption<'_> {
         let assignment = self.add_topics(consumer, &mains)?;
         consumer.assign(&assignment)?;
         self.last_pattern_match = Instant::now();
+        Ok(())
+    }
+
+    /// Join the group (`--offset-store kafka`): subscribe to the topics,
+    /// their retry topics and the patterns; the broker assigns partitions
+    /// ([`Consumption::follow_membership`]).
+    fn subscribe(&mut self, consumer: &Kafka) -> Result<(), ConsumeError> {
+        let mut subscription = Vec::new();
+        for topic in &self.options.topics {
+            if patterns::is_pattern(topic) {
+                subscription.push(group::subscription_regex(topic));
+                continue;
+            }
+            self.track_topic(topic, TopicKind::Main);
+            subscription.push(topic.clone());
+            for retry in 1..=self.options.retry_topics {
+                let name = self.options.names.retry(topic, retry);
+                self.track_topic(&name, TopicKind::Retry { retry });
+                subscription.push(name);
+            }
+        }
+        let names: Vec<&str> = subscription.iter().map(String::as_str).collect();
+        consumer.subscribe(&names)?;
+        tracing::info!(
+            group = %self.options.names.group,
+            subscription = ?subscription,
+            "joined the consumer group; waiting for partitions"
+        );
+        Ok(())
+    }
+
+    /// The index of `name` in `topics`, tracking it first if new.
+    fn track_topic(&mut self, name: &str, kind: TopicKind) -> usize {
+        if let Some(&index) = self.topic_index.get(name) {
+            return index;
+        }
+        let consumed = self.dispatcher.metrics().consumed_topic.get(&[name]);
+        self.topics.push(AssignedTopic {
+            name: name.to_owned(),
+            kind,
+            consumed,
+        });
+        self.topic_index
+            .insert(name.to_owned(), self.topics.len() - 1);
+        self.topics.len() - 1
+    }
+
+    /// Apply the group's assignment changes (between two records).
+    fn follow_membership(&mut self, consumer: &Kafka) -> Result<(), ConsumeError> {
+        let Some(group) = self.group.clone() else {
+            return Ok(());
+        };
+        for event in group.take_events() {
+            match event {
+                Membership::Revoked(list) => {
+                    for (topic, partition) in list {
+                        self.release_partition(&topic, partition);
+                    }
+                }
+                Membership::Assigned(list) => {
+                    for (topic, partition) in list {
+                        self.take_partition(consumer, &topic, partition)?;
+                    }
+                    self.health.ok(CHECK_ASSIGNED);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Forget a partition given to another member: its held record, its
+    /// uncommitted offsets (the rebalance hook committed what was handled).
+    fn release_partition(&mut self, topic: &str, partition: i32) {
+        let Some(&topic_index) = self.topic_index.get(topic) else {
+            return;
+        };
+        let Some(&slot) = self.index.get(&(topic_index, partition)) else {
+            return;
+        };
+        let state = &mut self.partitions[slot];
+        state.flow = Flow::Revoked;
+        state.committed = None;
+        state.staged = None;
+        state.sealed = None;
+        state.position = None;
+        for sealed in &mut self.awaiting {
+            sealed.offsets.retain(|(s, _)| *s != slot);
+        }
+        self.to_commit
+            .retain(|(t, p, _)| !(t == topic && *p == partition));
+    }
+
+    /// Start a partition the group assigned: from its committed offset in
+    /// Kafka (librdkafka's fetch start), so nothing is known about it here.
+    fn take_partition(
+        &mut self,
+        consumer: &Kafka,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(), ConsumeError> {
+        let topic_index = match self.topic_index.get(topic) {
+            Some(&index) => index,
+            None => {
+                // A topic a pattern matched: its failure topics first.
+                self.set_up(&[topic.to_owned()])?;
+                self.track_topic(topic, TopicKind::Main)
+            }
+        };
+        match self.index.get(&(topic_index, partition)) {
+            Some(&slot) => {
+                let state = &mut self.partitions[slot];
+                state.flow = Flow::Running;
+                state.committed = None;
+                state.staged = None;
+                state.sealed = None;
+                state.position = None;
+            }
+            None => {
+                let lag = self
+                    .dispatcher
+                    .metrics()
+                    .lag
+                    .get(&[topic, &partition.to_string()]);
+                self.index
+                    .insert((topic_index, partition), self.partitions.len());
+                self.partitions.push(PartitionState {
+                    topic: topic_index,
+                    partition,
+                    committed: None,
+                    staged: None,
+                    sealed: None,
+                    position: None,
+                    flow: Flow::Running,
+                    lag,
+                });
+            }
+        }
+        // A partition paused for a held record when it was revoked must
+        // not stay paused now that it is back.
+        let mut list = TopicPartitionList::new();
+        list.add_partition(topic, partition);
+        consumer.resume(&list)?;
+        Ok(())
+    }
+
+    /// Group mode: commit the offsets the last checkpoint made ready.
+    /// Failures are logged and the offsets tried again with the next
+    /// commit; a rebalance commits handled records itself.
+    fn commit_to_kafka(&mut self, consumer: &Kafka, mode: CommitMode) -> Result<(), ConsumeError> {
+        if self.to_commit.is_empty() {
+            return Ok(());
+        }
+        let mut latest: HashMap<(String, i32), i64> = HashMap::new();
+        for (topic, partition, next) in std::mem::take(&mut self.to_commit) {
+            let entry = latest.entry((topic, partition)).or_insert(next);
+            *entry = (*entry).max(next);
+        }
+        let mut list = TopicPartitionList::new();
+        let mut offsets = Vec::new();
+        for ((topic, partition), next) in latest {
+            list.add_partition_offset(&topic, partition, Offset::Offset(next))?;
+            offsets.push((topic, partition, next));
+        }
+        match consumer.commit(&list, mode) {
+            Ok(()) => {
+                if let Some(group) = &self.group {
+                    group.committed(&offsets);
+                }
+            }
+            Err(error) => {
+                tracing::warn!("cannot commit offsets to Kafka ({error}); trying again");
+                self.to_commit = offsets;
+            }
+        }
         Ok(())
     }
 
@@ -611,6 +816,7 @@ impl Consumption<'_> {
             }
             // Between two records: a hot swap never splits a record.
             self.dispatcher.apply_changes();
+            self.follow_membership(consumer)?;
             self.match_new_topics(consumer)?;
             self.release_due(consumer)?;
             if self.throttled()? {
@@ -635,6 +841,7 @@ impl Consumption<'_> {
                 || self.last_commit.elapsed() >= self.options.commit_interval
             {
                 self.checkpoint()?;
+                self.commit_to_kafka(consumer, CommitMode::Async)?;
             }
             if self.last_observed.elapsed() >= OBSERVE_INTERVAL {
                 self.observe(consumer);
@@ -644,8 +851,13 @@ impl Consumption<'_> {
                 .iter()
                 .filter(|p| matches!(p.flow, Flow::Stopped))
                 .count();
+            let owned = self
+                .partitions
+                .iter()
+                .filter(|p| !matches!(p.flow, Flow::Revoked))
+                .count();
             if stopped > 0 {
-                if stopped == self.partitions.len() {
+                if stopped == owned {
                     return Ok(self.failed());
                 }
                 if last_drain_check.elapsed() >= DRAIN_CHECK_INTERVAL {
@@ -681,6 +893,8 @@ impl Consumption<'_> {
     /// make that many be handled again). Says so, at most every 10 s, when
     /// the wait is long.
     fn throttled(&mut self) -> Result<bool, ConsumeError> {
+        // (Group mode: offsets staged here reach Kafka with the loop's next
+        // commit; the rebalance hook commits handled records anyway.)
         let max = self.options.max_uncommitted;
         // Outbox rows in flight count too: they bound the relay's memory.
         let waiting = |run: &Self| run.awaiting_records + run.relay.in_flight_rows();
@@ -963,6 +1177,9 @@ impl Consumption<'_> {
         state.staged = Some(next);
         state.position = Some(next);
         self.since_commit += 1;
+        if let Some(group) = &self.group {
+            group.handled(&self.topics[state.topic].name, state.partition, next);
+        }
     }
 
     fn hold(
@@ -1020,7 +1237,7 @@ impl Consumption<'_> {
     fn others_drained(&self, consumer: &Kafka) -> bool {
         for state in &self.partitions {
             match state.flow {
-                Flow::Stopped => continue,
+                Flow::Stopped | Flow::Revoked => continue,
                 Flow::Held(_) => return false,
                 Flow::Running => {}
             }
@@ -1160,13 +1377,19 @@ impl Consumption<'_> {
         self.last_store_commit = Instant::now();
         let topics = &self.topics;
         let partitions = &self.partitions;
-        let offsets = ready
+        let mut offsets: Vec<(String, i32, i64)> = ready
             .iter()
+            // A partition given away since: its new owner has its offset.
+            .filter(|(slot, _)| !matches!(partitions[**slot].flow, Flow::Revoked))
             .map(|(&slot, &next)| {
                 let p = &partitions[slot];
                 (topics[p.topic].name.clone(), p.partition, next)
             })
             .collect();
+        if self.group.is_some() {
+            // The group keeps the offsets; SQLite keeps the store writes.
+            self.to_commit.append(&mut offsets);
+        }
         let published = self.store.commit(Commit {
             offsets,
             effects,

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod consumer;
+pub mod group;
 pub mod headers;
 pub mod metadata;
 pub mod observe;

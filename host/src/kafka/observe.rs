@@ -4,21 +4,25 @@
 //! `/health` without extra requests to the broker.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::ConsumerContext;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+
+use super::group::{self, GroupHooks};
 use rdkafka::error::KafkaError;
 use serde::Deserialize;
 
 /// How often librdkafka emits statistics for us, in milliseconds.
 pub const STATISTICS_INTERVAL_MS: &str = "1000";
 
-/// The consumer's context: keeps the latest statistics.
+/// The consumer's context: keeps the latest statistics, and in a consumer
+/// group hands rebalances to the group hooks.
 #[derive(Default)]
 pub struct ObservedContext {
     latest: Mutex<Option<Observed>>,
+    group: Option<Arc<GroupHooks>>,
 }
 
 /// One statistics report, reduced to what we use.
@@ -75,6 +79,14 @@ fn unknown_offset() -> i64 {
 }
 
 impl ObservedContext {
+    /// The context of a group member (`--offset-store kafka`).
+    pub fn in_group(hooks: Arc<GroupHooks>) -> Self {
+        ObservedContext {
+            latest: Mutex::new(None),
+            group: Some(hooks),
+        }
+    }
+
     /// The latest report, if one arrived.
     pub fn latest(&self) -> Option<Observed> {
         self.latest.lock().ok().and_then(|latest| latest.clone())
@@ -122,7 +134,19 @@ impl ClientContext for ObservedContext {
     }
 }
 
-impl ConsumerContext for ObservedContext {}
+impl ConsumerContext for ObservedContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Some(hooks) = &self.group {
+            group::pre_rebalance(hooks, consumer, rebalance);
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Some(hooks) = &self.group {
+            group::post_rebalance(hooks, rebalance);
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
