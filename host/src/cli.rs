@@ -860,6 +860,9 @@ pub struct OffsetsListArgs {
     pub properties: Vec<(String, String)>,
 
     #[command(flatten)]
+    pub store: OffsetsGroupArgs,
+
+    #[command(flatten)]
     pub offsets: OffsetsFile,
 }
 
@@ -873,6 +876,23 @@ pub struct OffsetsKinesisArgs {
     /// Kinesis endpoint, for local servers such as kinesalite (only `reset` without --shard calls Kinesis).
     #[arg(long, env = "LOGPIPE_KINESIS_ENDPOINT", value_name = "URL")]
     pub kinesis_endpoint: Option<String>,
+}
+
+/// Which offset store `offsets list|set|reset` act on.
+#[derive(Debug, Args)]
+pub struct OffsetsGroupArgs {
+    /// Which store: `sqlite` (the --offsets file) or `kafka` (the committed offsets of consumer group --group-id, as `run --offset-store kafka` keeps them).
+    #[arg(long, env = "LOGPIPE_OFFSET_STORE", value_enum, default_value_t = OffsetStoreKind::Sqlite, value_name = "STORE")]
+    pub offset_store: OffsetStoreKind,
+
+    /// The consumer group, with --offset-store kafka.
+    #[arg(
+        long,
+        env = "LOGPIPE_GROUP_ID",
+        default_value = "logpipe-host",
+        value_name = "ID"
+    )]
+    pub group_id: String,
 }
 
 /// How `offsets set|reset|import` treat a running host.
@@ -917,6 +937,12 @@ pub struct OffsetsSetArgs {
     pub kinesis: OffsetsKinesisArgs,
 
     #[command(flatten)]
+    pub store: OffsetsGroupArgs,
+
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
+    #[command(flatten)]
     pub write: OffsetsWriteArgs,
 }
 
@@ -946,6 +972,9 @@ pub struct OffsetsResetArgs {
     /// Print what would change; write nothing.
     #[arg(long)]
     pub dry_run: bool,
+
+    #[command(flatten)]
+    pub store: OffsetsGroupArgs,
 
     #[command(flatten)]
     pub kafka: KafkaArgs,

@@ -306,3 +306,86 @@ fn a_group_refuses_the_outbox_and_kinesis() {
         done.stderr
     );
 }
+
+/// `offsets list|set|reset --offset-store kafka` read and move a group's
+/// committed offsets; the group's next member starts where they were put.
+#[test]
+fn offsets_admin_moves_a_groups_committed_offsets() {
+    let broker = Broker::start();
+    let topic = unique("admin");
+    let group = unique("group");
+    broker.create_topic(&topic, 2);
+    broker.create_topic("echo-out", PARTITIONS);
+    let records: Vec<Raw> = (0..100)
+        .map(|n| echo_records(n, n + 1).remove(0).on((n % 2) as i32))
+        .collect();
+    broker.produce(&topic, &records);
+    let work = tempfile::tempdir().unwrap();
+    let run_member = || {
+        let mut command = host();
+        command
+            .arg("run")
+            .arg("--handlers")
+            .arg(example_handlers())
+            .args(["--topic", &topic, "--bootstrap-servers", &broker.bootstrap])
+            .args(["--offset-store", "kafka", "--group-id", &group])
+            .args(["--consumer-timeout-ms", "3000", "--offsets"])
+            .arg(work.path().join("state.sqlite3"));
+        let done = finish(command, None, Duration::from_secs(120));
+        done.assert_code(0);
+        done.count("handled")
+    };
+    assert_eq!(run_member(), 100);
+    let admin = |args: &[&str]| {
+        let mut command = host();
+        command
+            .arg("offsets")
+            .args(args)
+            .args(["--offset-store", "kafka", "--group-id", &group])
+            .args(["--bootstrap-servers", &broker.bootstrap]);
+        let done = finish(command, None, Duration::from_secs(60));
+        done.assert_code(0);
+        done.stdout
+    };
+    let listed = admin(&["list"]);
+    assert!(
+        listed.contains(&format!("{topic}\t0\t50\t0\t50\t0")),
+        "{listed}"
+    );
+    assert!(
+        listed.contains(&format!("{topic}\t1\t50\t0\t50\t0")),
+        "{listed}"
+    );
+    let set = admin(&[
+        "set",
+        "--topic",
+        &topic,
+        "--partition",
+        "0",
+        "--offset",
+        "40",
+    ]);
+    assert!(
+        set.contains("partition 0: next offset 50 -> next offset 40"),
+        "{set}"
+    );
+    let reset = admin(&[
+        "reset",
+        "--topic",
+        &topic,
+        "--partition",
+        "1",
+        "--to",
+        "earliest",
+    ]);
+    assert!(
+        reset.contains("partition 1: next offset 50 -> next offset 0"),
+        "{reset}"
+    );
+    // 10 from partition 0, all 50 of partition 1.
+    assert_eq!(run_member(), 60);
+    assert_eq!(
+        committed(&broker.bootstrap, &topic, &group)[..2],
+        [Some(50), Some(50)]
+    );
+}

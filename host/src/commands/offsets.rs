@@ -7,6 +7,7 @@
 //! and refuses while a host runs unless `--force`: a running host keeps its
 //! positions in memory and would overwrite the change at its next commit.
 
+mod group;
 mod list;
 mod reset;
 
@@ -21,7 +22,8 @@ pub use list::list;
 pub use reset::reset;
 
 use crate::cli::{
-    OffsetsExportArgs, OffsetsImportArgs, OffsetsKinesisArgs, OffsetsSetArgs, OffsetsWriteArgs,
+    OffsetStoreKind, OffsetsExportArgs, OffsetsImportArgs, OffsetsKinesisArgs, OffsetsSetArgs,
+    OffsetsWriteArgs,
 };
 use crate::kinesis::{KinesisClient, KinesisSettings};
 use crate::offsets::admin::{
@@ -30,6 +32,26 @@ use crate::offsets::admin::{
 use crate::offsets::{HostLock, KafkaOffset, OffsetError, OffsetStore, ShardStart};
 
 pub fn set(args: OffsetsSetArgs) -> anyhow::Result<ExitCode> {
+    if args.store.offset_store == OffsetStoreKind::Kafka {
+        let (Some(topic), Some(partition), Some(next_offset)) =
+            (&args.topic, args.partition, args.offset)
+        else {
+            anyhow::bail!(
+                "--offset-store kafka sets Kafka offsets: give --topic, --partition and --offset"
+            );
+        };
+        let target = KafkaOffset {
+            topic: topic.clone(),
+            partition,
+            next_offset,
+        };
+        return group::write(
+            &args.kafka.settings(),
+            &args.store.group_id,
+            &[target],
+            false,
+        );
+    }
     let path = &args.write.offsets.path;
     let (kafka, kinesis) = match (&args.topic, &args.stream) {
         (Some(topic), None) => {

@@ -153,6 +153,9 @@ fn attach_kafka_tables(cli: &mut Cli, config: &ConfigFile) {
         Subcommand::Offsets(OffsetsCommand::Reset(args)) => {
             args.kafka.file_properties = config.kafka.clone()
         }
+        Subcommand::Offsets(OffsetsCommand::Set(args)) => {
+            args.kafka.file_properties = config.kafka.clone()
+        }
         _ => {}
     }
 }

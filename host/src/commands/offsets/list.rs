@@ -6,13 +6,24 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::cli::OffsetsListArgs;
+use crate::cli::{OffsetStoreKind, OffsetsListArgs};
 use crate::kafka::KafkaSettings;
 use crate::kafka::positions::{OffsetLookup, Watermarks};
 use crate::offsets::KafkaOffset;
 use crate::offsets::admin::{self, KinesisEntry, describe_start};
 
 pub fn list(args: OffsetsListArgs) -> anyhow::Result<ExitCode> {
+    if args.store.offset_store == OffsetStoreKind::Kafka {
+        let settings = KafkaSettings {
+            bootstrap_servers: args
+                .bootstrap_servers
+                .clone()
+                .unwrap_or_else(|| "127.0.0.1:9092".to_owned()),
+            properties: args.properties.clone(),
+            ..KafkaSettings::default()
+        };
+        return super::group::list(&settings, &args.store.group_id, args.json);
+    }
     let snapshot = admin::read_snapshot(&args.offsets.path)?;
     let marks = match &args.bootstrap_servers {
         Some(bootstrap) => {

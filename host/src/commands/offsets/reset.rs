@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 
 use super::{changes, kinesis_runtime, resolve_region, stored, write};
-use crate::cli::OffsetsResetArgs;
+use crate::cli::{OffsetStoreKind, OffsetsResetArgs};
 use crate::kafka::positions::OffsetLookup;
 use crate::kinesis::{KinesisClient, KinesisSettings, shards};
 use crate::offsets::admin::{KinesisRow, ResetTo, Snapshot};
@@ -21,6 +21,18 @@ use crate::offsets::{KafkaOffset, ShardStart};
 const LIST_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn reset(args: OffsetsResetArgs) -> anyhow::Result<ExitCode> {
+    if args.store.offset_store == OffsetStoreKind::Kafka {
+        let Some(topic) = &args.topic else {
+            anyhow::bail!("--offset-store kafka resets Kafka offsets: give --topic");
+        };
+        let targets = kafka_targets(&args, topic)?;
+        return super::group::write(
+            &args.kafka.settings(),
+            &args.store.group_id,
+            &targets,
+            args.dry_run,
+        );
+    }
     let path = &args.write.offsets.path;
     let old = stored(path)?;
     let (kafka, kinesis) = match (&args.topic, &args.stream) {
