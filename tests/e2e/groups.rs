@@ -356,6 +356,8 @@ fn offsets_admin_moves_a_groups_committed_offsets() {
         listed.contains(&format!("{topic}\t1\t50\t0\t50\t0")),
         "{listed}"
     );
+    // tansu cannot describe groups: the operator vouches that this one has
+    // no running member.
     let set = admin(&[
         "set",
         "--topic",
@@ -364,6 +366,7 @@ fn offsets_admin_moves_a_groups_committed_offsets() {
         "0",
         "--offset",
         "40",
+        "--force",
     ]);
     assert!(
         set.contains("partition 0: next offset 50 -> next offset 40"),
@@ -377,6 +380,7 @@ fn offsets_admin_moves_a_groups_committed_offsets() {
         "1",
         "--to",
         "earliest",
+        "--force",
     ]);
     assert!(
         reset.contains("partition 1: next offset 50 -> next offset 0"),
@@ -387,5 +391,60 @@ fn offsets_admin_moves_a_groups_committed_offsets() {
     assert_eq!(
         committed(&broker.bootstrap, &topic, &group)[..2],
         [Some(50), Some(50)]
+    );
+}
+
+/// Offsets of a group with a running member are not moved from outside
+/// (the member would overwrite them). Without `--force` the host refuses
+/// when it cannot see that the group is empty (neither librdkafka's mock
+/// cluster nor tansu answer DescribeGroups); with it, a Kafka broker (here
+/// librdkafka's mock cluster) still refuses a commit from outside an
+/// active group, and the error says so.
+#[test]
+fn moving_a_running_groups_offsets_is_refused() {
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    let bootstrap = cluster.bootstrap_servers();
+    let topic = unique("busy");
+    let group = unique("group");
+    cluster.create_topic(&topic, 2, 1).unwrap();
+    cluster.create_topic("echo-out", PARTITIONS, 1).unwrap();
+    produce_to(&bootstrap, &topic, &echo_records(0, 10));
+    let work = tempfile::tempdir().unwrap();
+    let running = member(&bootstrap, &topic, &group, &work.path().join("s.sqlite3"));
+    running.wait_for("partitions assigned", 1, Duration::from_secs(60));
+    let set = |force: bool| {
+        let mut command = host();
+        command
+            .args([
+                "offsets",
+                "set",
+                "--topic",
+                &topic,
+                "--partition",
+                "0",
+                "--offset",
+                "1",
+            ])
+            .args(["--offset-store", "kafka", "--group-id", &group])
+            .args(["--bootstrap-servers", &bootstrap]);
+        if force {
+            command.arg("--force");
+        }
+        finish(command, None, Duration::from_secs(60))
+    };
+    let refused = set(false);
+    assert_eq!(refused.code(), Some(1), "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains("cannot tell whether group") && refused.stderr.contains("--force"),
+        "{}",
+        refused.stderr
+    );
+    let forced = set(true);
+    assert_eq!(forced.code(), Some(1), "{}", forced.stdout);
+    assert!(
+        forced.stderr.contains("did not take the offsets")
+            && forced.stderr.contains("UnknownMemberId"),
+        "{}",
+        forced.stderr
     );
 }

@@ -50,6 +50,7 @@ pub fn set(args: OffsetsSetArgs) -> anyhow::Result<ExitCode> {
             &args.store.group_id,
             &[target],
             false,
+            args.write.force,
         );
     }
     let path = &args.write.offsets.path;

@@ -100,14 +100,53 @@ pub fn list(settings: &KafkaSettings, group: &str, json: bool) -> anyhow::Result
     Ok(ExitCode::SUCCESS)
 }
 
+/// Refuse to write while `group` has running members (they would
+/// overwrite the change at their next commit), unless `force`. A broker
+/// that cannot say (tansu 0.6 drops DescribeGroups) needs `force` too.
+fn check_no_members(consumer: &BaseConsumer, group: &str, force: bool) -> anyhow::Result<()> {
+    let refusal = match consumer.fetch_group_list(Some(group), TIMEOUT) {
+        Ok(list) => {
+            let members: Vec<String> = list
+                .groups()
+                .iter()
+                .filter(|g| g.name() == group)
+                .flat_map(|g| g.members())
+                .map(|m| format!("{} on {}", m.client_id(), m.client_host()))
+                .collect();
+            if members.is_empty() {
+                return Ok(());
+            }
+            format!(
+                "group {group} has running members ({}): stop its hosts first (they would \
+                 overwrite the offsets at their next commit)",
+                members.join(", ")
+            )
+        }
+        Err(error) => format!(
+            "cannot tell whether group {group} has running members (the broker did not describe \
+             it: {error}); stop its hosts"
+        ),
+    };
+    if force {
+        tracing::warn!("{refusal}; writing anyway (--force)");
+        Ok(())
+    } else {
+        anyhow::bail!("{refusal}, or pass --force")
+    }
+}
+
 /// Commit `targets` for `group`, printing each change.
 pub fn write(
     settings: &KafkaSettings,
     group: &str,
     targets: &[KafkaOffset],
     dry_run: bool,
+    force: bool,
 ) -> anyhow::Result<ExitCode> {
     let consumer = client(settings, group)?;
+    if !dry_run {
+        check_no_members(&consumer, group, force)?;
+    }
     let partitions: Vec<(String, i32)> = targets
         .iter()
         .map(|t| (t.topic.clone(), t.partition))

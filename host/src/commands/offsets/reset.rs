@@ -31,6 +31,7 @@ pub fn reset(args: OffsetsResetArgs) -> anyhow::Result<ExitCode> {
             &args.store.group_id,
             &targets,
             args.dry_run,
+            args.write.force,
         );
     }
     let path = &args.write.offsets.path;
