@@ -41,6 +41,7 @@ fn main() -> ExitCode {
         Command::Store(StoreCommand::Scan(args)) => commands::store::scan(args),
         Command::Store(StoreCommand::Export(args)) => commands::store::export(args),
         Command::Config(ConfigCommand::Check(args)) => commands::config::check(&args, &context),
+        Command::Bench(args) => commands::bench::bench(args, &shutdown),
         Command::Offsets(command) => match command {
             OffsetsCommand::List(args) => commands::offsets::list(args),
             OffsetsCommand::Set(args) => commands::offsets::set(args),

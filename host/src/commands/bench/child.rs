@@ -1,0 +1,207 @@
+//! Scenarios (b) and (c): the real `logpipe-host run`, as a child process
+//! of this binary, so its figures (and its peak RSS) are those of a real
+//! deployment, start-up included.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::cli::ProduceMode;
+use crate::kafka::KafkaSettings;
+
+/// One `run` to measure.
+pub struct RunSpec<'a> {
+    /// For file names.
+    pub name: &'a str,
+    pub handlers: &'a Path,
+    pub produce_mode: ProduceMode,
+}
+
+impl<'a> RunSpec<'a> {
+    pub fn new(name: &'a str, handlers: &'a Path, produce_mode: ProduceMode) -> Self {
+        RunSpec {
+            name,
+            handlers,
+            produce_mode,
+        }
+    }
+}
+
+/// What a finished `run` reported.
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub records: u64,
+    pub handled: u64,
+    /// The summary's `busy_s`: first record received to last settled.
+    pub busy: Duration,
+    /// Spawn to exit, the final idle wait included.
+    pub wall: Duration,
+    /// The child's maximum resident set size (from `wait4`).
+    pub peak_rss_kib: Option<u64>,
+    pub summary_line: String,
+}
+
+/// A child of this binary with a clean environment: no `LOGPIPE_*` setting
+/// (a config file or a topic from the caller's shell) but the cache folder.
+fn host_command(exe: &Path) -> Command {
+    let mut command = Command::new(exe);
+    for (key, _) in std::env::vars_os() {
+        let name = key.to_string_lossy();
+        if name.starts_with("LOGPIPE_") && name != "LOGPIPE_CACHE_DIR" {
+            command.env_remove(key);
+        }
+    }
+    command.stdin(Stdio::null());
+    command
+}
+
+/// Compile (or find in the cache) every component of `handlers` before
+/// anything is timed, and fail early on a bad folder.
+pub fn warm_cache(exe: &Path, handlers: &Path) -> anyhow::Result<()> {
+    let output = host_command(exe)
+        .args(["handlers", "list", "--log", "warn", "--handlers"])
+        .arg(handlers)
+        .output()
+        .context("cannot run `logpipe-host handlers list`")?;
+    if !output.status.success() {
+        bail!(
+            "handlers folder {} is not usable:\n{}{}",
+            handlers.display(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// Run `logpipe-host run` over `topic` until it has been idle for `idle`.
+pub fn run_host(
+    exe: &Path,
+    settings: &KafkaSettings,
+    topic: &str,
+    run: &RunSpec<'_>,
+    offsets: &Path,
+    idle: Duration,
+) -> anyhow::Result<RunOutcome> {
+    let log = offsets.with_extension("log");
+    let stderr =
+        std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+    let mode = match run.produce_mode {
+        ProduceMode::Outbox => "outbox",
+        ProduceMode::Direct => "direct",
+    };
+    let mut command = host_command(exe);
+    command
+        .args(["run", "--log", "warn", "--handlers"])
+        .arg(run.handlers)
+        .args(["--topic", topic])
+        .args(["--bootstrap-servers", &settings.bootstrap_servers])
+        .arg("--offsets")
+        .arg(offsets)
+        .args(["--produce-mode", mode])
+        .arg("--consumer-timeout-ms")
+        .arg(OsString::from(idle.as_millis().to_string()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(stderr));
+    let started = Instant::now();
+    let mut child = command.spawn().context("cannot start `logpipe-host run`")?;
+    let stdout = child.stdout.take();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut stdout) = stdout {
+            let _ = stdout.read_to_string(&mut text);
+        }
+        text
+    });
+    let finished = wait_with_rusage(&child).context("cannot wait for `logpipe-host run`")?;
+    let wall = started.elapsed();
+    let stdout = reader.join().unwrap_or_default();
+    if finished.exit_code != Some(0) {
+        let tail = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = tail.lines().rev().take(10).collect();
+        bail!(
+            "`logpipe-host run` with {} exited with {:?}:\n{}",
+            run.handlers.display(),
+            finished.exit_code,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    let summary_line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("summary: "))
+        .with_context(|| format!("no summary line in the output of `run`: {stdout:?}"))?
+        .to_owned();
+    let summary = parse_summary(&summary_line);
+    let number = |name: &str| -> anyhow::Result<f64> {
+        summary
+            .get(name)
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("no {name} in the summary {summary_line:?}"))
+    };
+    Ok(RunOutcome {
+        records: number("records")? as u64,
+        handled: number("handled")? as u64,
+        busy: Duration::from_secs_f64(number("busy_s")?.max(0.0)),
+        wall,
+        peak_rss_kib: finished.max_rss_kib,
+        summary_line,
+    })
+}
+
+/// The `name=value` pairs of a summary line.
+fn parse_summary(line: &str) -> BTreeMap<&str, &str> {
+    line.split_whitespace()
+        .filter_map(|pair| pair.split_once('='))
+        .collect()
+}
+
+struct Finished {
+    exit_code: Option<i32>,
+    max_rss_kib: Option<u64>,
+}
+
+/// Reap `child` with `wait4`, which also reports its peak RSS (ru_maxrss,
+/// KiB on Linux). `Child::wait` does not give resource usage; sampling
+/// /proc/<pid>/status instead could miss the peak.
+fn wait_with_rusage(child: &Child) -> std::io::Result<Finished> {
+    let pid = libc::pid_t::try_from(child.id())
+        .map_err(|_| std::io::Error::other("child pid out of range"))?;
+    let mut status: libc::c_int = 0;
+    // SAFETY: rusage is plain old data, so all zeroes is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: both pointers are to live locals for the whole call; the
+        // pid is our own unreaped child (std never waits on it: we do not
+        // call Child::wait, and dropping a Child does not reap it).
+        let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if reaped == pid {
+            break;
+        }
+        let error = std::io::Error::last_os_error();
+        if error.kind() != std::io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+    let exit_code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    Ok(Finished {
+        exit_code,
+        max_rss_kib: u64::try_from(usage.ru_maxrss).ok(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_pairs() {
+        let pairs = parse_summary("records=5 handled=4 busy_s=0.250 records_per_s=20");
+        assert_eq!(pairs.get("records"), Some(&"5"));
+        assert_eq!(pairs.get("busy_s"), Some(&"0.250"));
+    }
+}
