@@ -31,8 +31,10 @@ use report::{Report, Row};
 
 /// The topic the echo guest produces to (hard-coded in guests/echo).
 const ECHO_OUT: &str = "echo-out";
-/// How long a `run` child waits without a record before it exits.
-const RUN_IDLE: Duration = Duration::from_millis(1000);
+/// How long a `run` child waits without a record before it exits. tansu
+/// can take over a second to answer the first fetch of a topic holding a
+/// million records; a shorter wait would end the run before it started.
+const RUN_IDLE: Duration = Duration::from_millis(5000);
 
 pub fn bench(args: BenchArgs, shutdown: &AtomicBool) -> anyhow::Result<ExitCode> {
     let wants = |s| args.scenarios.contains(&s);

@@ -39,21 +39,52 @@ use crate::state::StateStore;
 /// Partitions the records are spread over, as in the broker scenarios.
 const PARTITIONS: usize = 4;
 /// `run`'s default `--commit-max-records`.
-const COMMIT_EVERY: u64 = 5000;
+pub const COMMIT_EVERY: u64 = 5000;
 /// Distinct record values cycled through (keeps memory flat for any N).
 const RING: u64 = 1024;
 const TOPIC: &str = "logpipe-bench";
 
-/// Mean costs per record.
-#[derive(Debug, Clone, Copy)]
+/// Rounds of each measurement, alternating, so that a burst of load from
+/// elsewhere on the machine spoils a round rather than the result.
+pub const ROUNDS: u64 = 5;
+
+/// Nanoseconds per record of each round.
+#[derive(Debug, Clone, Default)]
+pub struct Samples {
+    pub per_round: Vec<f64>,
+    /// Every round together.
+    pub total: Duration,
+}
+
+impl Samples {
+    fn add(&mut self, time: Duration, records: u64) {
+        self.total += time;
+        self.per_round
+            .push(time.as_secs_f64() * 1e9 / records.max(1) as f64);
+    }
+
+    /// The least disturbed round.
+    pub fn best(&self) -> f64 {
+        self.per_round.iter().copied().fold(f64::INFINITY, f64::min)
+    }
+
+    pub fn median(&self) -> f64 {
+        let mut sorted = self.per_round.clone();
+        sorted.sort_by(f64::total_cmp);
+        sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
+    }
+}
+
+/// Costs per record.
+#[derive(Debug, Clone)]
 pub struct Overhead {
     pub records: u64,
-    /// The whole host path, guest call and commits included.
-    pub host_path: Duration,
+    /// The whole host path with the guest call, without the SQLite commits.
+    pub host_path: Samples,
     /// The no-op guest call alone (`Handler::handle`).
-    pub call_only: Duration,
+    pub call_only: Samples,
     /// `envelope::decode` alone (part of the host path).
-    pub decode_only: Duration,
+    pub decode_only: Samples,
     /// SQLite commits within the host path, in total.
     pub commits: u64,
     pub commit_time: Duration,
@@ -61,8 +92,14 @@ pub struct Overhead {
 }
 
 impl Overhead {
-    pub fn per_record(&self, total: Duration) -> f64 {
-        total.as_secs_f64() * 1e9 / self.records.max(1) as f64
+    /// Host work beyond the guest call, best round against best round.
+    pub fn extra_ns(&self) -> f64 {
+        self.host_path.best() - self.call_only.best()
+    }
+
+    /// The SQLite commits' share, per record, over all rounds.
+    pub fn commit_ns(&self) -> f64 {
+        self.commit_time.as_secs_f64() * 1e9 / self.records.max(1) as f64
     }
 }
 
@@ -101,15 +138,38 @@ pub fn measure(noop_dir: &Path, records: u64, shutdown: &AtomicBool) -> anyhow::
         warm,
         shutdown,
     )?;
-    let (host_path_time, commits, commit_time) = host_path(
-        &mut dispatcher,
-        &mut store,
-        &state,
-        &values,
-        &keys,
+    let mut measured = Overhead {
         records,
-        shutdown,
-    )?;
+        host_path: Samples::default(),
+        call_only: Samples::default(),
+        decode_only: Samples::default(),
+        commits: 0,
+        commit_time: Duration::ZERO,
+        peak_rss_kib: None,
+    };
+    let mut left = records;
+    for round in 0..ROUNDS {
+        let n = left / (ROUNDS - round);
+        left -= n;
+        let (time, commits, commit_time) = host_path(
+            &mut dispatcher,
+            &mut store,
+            &state,
+            &values,
+            &keys,
+            n,
+            shutdown,
+        )?;
+        // Commits are fsync-bound and reported on their own.
+        measured.host_path.add(time.saturating_sub(commit_time), n);
+        measured.commits += commits;
+        measured.commit_time += commit_time;
+        let warm_call = if round == 0 { warm } else { 0 };
+        measured
+            .call_only
+            .add(call_alone(&mut alone, &values[0], n, warm_call)?, n);
+        measured.decode_only.add(decode_alone(&values, n), n);
+    }
     let counts = dispatcher.counts();
     if counts.handled != warm + records {
         bail!(
@@ -118,17 +178,8 @@ pub fn measure(noop_dir: &Path, records: u64, shutdown: &AtomicBool) -> anyhow::
             warm + records
         );
     }
-    let call_only = call_alone(&mut alone, &values[0], records, warm)?;
-    let decode_only = decode_alone(&values, records);
-    Ok(Overhead {
-        records,
-        host_path: host_path_time,
-        call_only,
-        decode_only,
-        commits,
-        commit_time,
-        peak_rss_kib: rss_reset.then(report::peak_rss_kib).flatten(),
-    })
+    measured.peak_rss_kib = rss_reset.then(report::peak_rss_kib).flatten();
+    Ok(measured)
 }
 
 /// The engine as `run` builds it with default flags, without a watcher.
