@@ -955,6 +955,10 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value_t = ProduceMode::Outbox, value_name = "MODE")]
     pub echo_produce_mode: ProduceMode,
 
+    /// Raw librdkafka property for every client of the bench and its `run` children, e.g. `-X queued.max.messages.kbytes=4096` (repeatable).
+    #[arg(short = 'X', value_parser = parse_property, value_name = "KEY=VALUE")]
+    pub properties: Vec<(String, String)>,
+
     /// Run only these scenarios (a,b,c,d); d alone needs no broker.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [BenchScenario::A, BenchScenario::B, BenchScenario::C, BenchScenario::D], value_name = "LIST")]
     pub scenarios: Vec<BenchScenario>,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -41,7 +41,7 @@ pub struct RunOutcome {
     pub busy: Duration,
     /// Spawn to exit, the final idle wait included.
     pub wall: Duration,
-    /// The child's maximum resident set size (from `wait4`).
+    /// The child's peak resident set size (sampled VmHWM).
     pub peak_rss_kib: Option<u64>,
     pub summary_line: String,
 }
@@ -104,6 +104,12 @@ pub fn run_host(
         .arg("--offsets")
         .arg(offsets)
         .args(["--produce-mode", mode])
+        .args(
+            settings
+                .properties
+                .iter()
+                .flat_map(|(key, value)| ["-X".to_owned(), format!("{key}={value}")]),
+        )
         .arg("--consumer-timeout-ms")
         .arg(OsString::from(idle.as_millis().to_string()))
         .stdout(Stdio::piped())
@@ -118,16 +124,16 @@ pub fn run_host(
         }
         text
     });
-    let finished = wait_with_rusage(&child).context("cannot wait for `logpipe-host run`")?;
+    let finished = wait_sampling_peak(&mut child).context("cannot wait for `logpipe-host run`")?;
     let wall = started.elapsed();
     let stdout = reader.join().unwrap_or_default();
-    if finished.exit_code != Some(0) {
+    if !finished.status.success() {
         let tail = std::fs::read_to_string(&log).unwrap_or_default();
         let tail: Vec<&str> = tail.lines().rev().take(10).collect();
         bail!(
-            "`logpipe-host run` with {} exited with {:?}:\n{}",
+            "`logpipe-host run` with {} exited with {}:\n{}",
             run.handlers.display(),
-            finished.exit_code,
+            finished.status,
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         );
     }
@@ -148,7 +154,7 @@ pub fn run_host(
         handled: number("handled")? as u64,
         busy: Duration::from_secs_f64(number("busy_s")?.max(0.0)),
         wall,
-        peak_rss_kib: finished.max_rss_kib,
+        peak_rss_kib: finished.peak_rss_kib,
         summary_line,
     })
 }
@@ -161,37 +167,47 @@ fn parse_summary(line: &str) -> BTreeMap<&str, &str> {
 }
 
 struct Finished {
-    exit_code: Option<i32>,
-    max_rss_kib: Option<u64>,
+    status: ExitStatus,
+    peak_rss_kib: Option<u64>,
 }
 
-/// Reap `child` with `wait4`, which also reports its peak RSS (ru_maxrss,
-/// KiB on Linux). `Child::wait` does not give resource usage; sampling
-/// /proc/<pid>/status instead could miss the peak.
-fn wait_with_rusage(child: &Child) -> std::io::Result<Finished> {
-    let pid = libc::pid_t::try_from(child.id())
-        .map_err(|_| std::io::Error::other("child pid out of range"))?;
-    let mut status: libc::c_int = 0;
-    // SAFETY: rusage is plain old data, so all zeroes is a valid value.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+/// How often the child's peak RSS is read while it runs.
+const RSS_SAMPLE: Duration = Duration::from_millis(50);
+
+/// Wait for `child`, reading its peak RSS (VmHWM, which only grows) until
+/// it exits; what it gains in its last moments may be missed. Not wait4's
+/// ru_maxrss: that also counts the parent's peak RSS when the child was
+/// spawned (the kernel records the old address space's high-water mark at
+/// exec), which made a small `run` look as large as the bench process.
+fn wait_sampling_peak(child: &mut Child) -> std::io::Result<Finished> {
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak = None;
     loop {
-        // SAFETY: both pointers are to live locals for the whole call; the
-        // pid is our own unreaped child (std never waits on it: we do not
-        // call Child::wait, and dropping a Child does not reap it).
-        let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-        if reaped == pid {
-            break;
+        // Until it is reaped the pid is the child's: no other process can
+        // have taken it.
+        if let Some(kib) = std::fs::read_to_string(&status_file)
+            .ok()
+            .as_deref()
+            .and_then(|text| status_kib(text, "VmHWM:"))
+        {
+            peak = peak.max(Some(kib));
         }
-        let error = std::io::Error::last_os_error();
-        if error.kind() != std::io::ErrorKind::Interrupted {
-            return Err(error);
+        if let Some(status) = child.try_wait()? {
+            return Ok(Finished {
+                status,
+                peak_rss_kib: peak,
+            });
         }
+        std::thread::sleep(RSS_SAMPLE);
     }
-    let exit_code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
-    Ok(Finished {
-        exit_code,
-        max_rss_kib: u64::try_from(usage.ru_maxrss).ok(),
-    })
+}
+
+/// A `kB` field of /proc/<pid>/status.
+pub fn status_kib(status: &str, field: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 #[cfg(test)]

@@ -66,6 +66,7 @@ pub fn bench(args: BenchArgs, shutdown: &AtomicBool) -> anyhow::Result<ExitCode>
         };
         let settings = KafkaSettings {
             bootstrap_servers: bootstrap,
+            properties: args.properties.clone(),
             ..KafkaSettings::default()
         };
         let topic = bench_topic();

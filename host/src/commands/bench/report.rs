@@ -269,8 +269,5 @@ pub fn reset_peak_rss() -> bool {
 /// This process's peak RSS (VmHWM), in KiB.
 pub fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+    super::child::status_kib(&status, "VmHWM:")
 }
