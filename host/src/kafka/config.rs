@@ -43,13 +43,6 @@ impl KafkaSettings {
 
     /// A consumer with manually assigned partitions: offsets live in our
     /// own store, so librdkafka must neither commit nor store them.
-    ///
-    /// Prefetching is capped at 16 MiB rather than librdkafka's 64 MiB:
-    /// whenever handlers are slower than the broker (a handler that
-    /// produces, say) the prefetch queue fills up, and at 64 MiB that alone
-    /// took a host with the two example guests past 100 MB of RSS
-    /// (`logpipe-host bench`). 16 MiB is still seconds of records at full
-    /// speed; `-X queued.max.messages.kbytes=...` overrides it.
     pub fn consumer_config(&self, group_id: &str) -> ClientConfig {
         self.base(
             &[
@@ -58,7 +51,6 @@ impl KafkaSettings {
                 ("enable.auto.offset.store", "false"),
                 ("auto.offset.reset", "earliest"),
                 ("enable.partition.eof", "false"),
-                ("queued.max.messages.kbytes", "16384"),
             ],
             &self.consumer_properties,
         )
