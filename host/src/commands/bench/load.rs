@@ -56,11 +56,13 @@ pub fn preload(
     let producer: ThreadedProducer<DefaultProducerContext> = settings
         .producer_config()
         // Large batches: the load is not what is measured, only waited for.
+        // A queue of at most 64 MiB: memory the bench process keeps once
+        // freed would otherwise inflate the peak RSS reported for (a), (d).
         .set("linger.ms", "50")
         .set("batch.num.messages", "10000")
         .set("batch.size", "1000000")
-        .set("queue.buffering.max.messages", "500000")
-        .set("queue.buffering.max.kbytes", "1048576")
+        .set("queue.buffering.max.messages", "100000")
+        .set("queue.buffering.max.kbytes", "65536")
         .create()
         .context("cannot create the pre-load producer")?;
     let started = Instant::now();
