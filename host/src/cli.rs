@@ -90,6 +90,18 @@ memory and vanish on exit. Produce into it from another terminal with
     /// Check a config file.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Measure throughput and host overhead on a local broker and print a table (a benchmark, not a test).
+    #[command(after_help = "Scenarios, on the same pre-loaded records:
+  a  a raw rdkafka consumer that only counts records (the physical limit)
+  b  `logpipe-host run` with the no-op guest
+  c  `logpipe-host run` with the echo guest (one produce per record)
+  d  in process, no broker: host work per record beside the guest call itself
+
+Without --bootstrap-servers a tansu broker is started on a free 127.0.0.1 port
+(scripts/setup --broker installs it). Build with --release, or the figures mean
+nothing: cargo build --release -p logpipe-host && scripts/build-guests &&
+target/release/logpipe-host bench")]
+    Bench(BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -1012,4 +1024,49 @@ pub struct OffsetsImportArgs {
 
     #[command(flatten)]
     pub write: OffsetsWriteArgs,
+}
+
+/// `logpipe-host bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Records to pre-load and consume in each scenario (also the in-process rounds).
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
+    pub records: u64,
+
+    /// Partitions of the pre-loaded topic.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=256), value_name = "N")]
+    pub partitions: i32,
+
+    /// Use this broker (127.0.0.1 only is sensible) [default: start tansu on a free loopback port].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub bootstrap_servers: Option<String>,
+
+    /// Handlers folder of scenario b [default: a folder with the built noop.wasm from target/test-components].
+    #[arg(long, value_name = "DIR")]
+    pub handlers_noop: Option<PathBuf>,
+
+    /// Handlers folder of scenario c [default: target/handlers: echo and person].
+    #[arg(long, value_name = "DIR")]
+    pub handlers_echo: Option<PathBuf>,
+
+    /// Where the echo guest's output goes in scenario c (run's --produce-mode).
+    #[arg(long, value_enum, default_value_t = ProduceMode::Outbox, value_name = "MODE")]
+    pub echo_produce_mode: ProduceMode,
+
+    /// Raw librdkafka property for every client of the bench and its `run` children, e.g. `-X queued.max.messages.kbytes=4096` (repeatable).
+    #[arg(short = 'X', value_parser = parse_property, value_name = "KEY=VALUE")]
+    pub properties: Vec<(String, String)>,
+
+    /// Run only these scenarios (a,b,c,d); d alone needs no broker.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [BenchScenario::A, BenchScenario::B, BenchScenario::C, BenchScenario::D], value_name = "LIST")]
+    pub scenarios: Vec<BenchScenario>,
+}
+
+/// One row group of `logpipe-host bench`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchScenario {
+    A,
+    B,
+    C,
+    D,
 }

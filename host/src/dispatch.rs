@@ -161,6 +161,9 @@ pub struct Dispatcher {
     /// Where a handled record's effects are kept, and a failed one's dropped.
     state: Arc<StateStore>,
     metrics: Arc<Metrics>,
+    /// The envelope handed to guests, kept from one record to the next to
+    /// reuse its buffers (see [`fill_call`]).
+    call: WitEnvelope,
 }
 
 /// Changes prepared by the folder watcher, applied between records.
@@ -232,6 +235,7 @@ impl Dispatcher {
             policies,
             counts: Counts::default(),
             hot_swap: None,
+            call: empty_call(),
         }
     }
 
@@ -361,28 +365,31 @@ impl Dispatcher {
                 return self.finish(action, "unknown-version", summary);
             }
         };
-        let call = guest_envelope(record, envelope, handler.version);
+        fill_call(&mut self.call, record, envelope, handler.version);
+        self.state.begin_record();
+        let outcome = handler.handle(&self.call);
+        if outcome == HandleOutcome::Handled {
+            self.state.keep_record();
+            self.counts.handled += 1;
+            let (message_type, version) = (self.call.message_type.as_str(), self.call.version);
+            record_event!(Level::DEBUG, record; r#type = message_type, version, handler = &*handler.name, "handled");
+            return Verdict::Commit;
+        }
+        // A record that is not handled leaves no writes and, in outbox
+        // mode, no output behind; its policy decides what comes next.
+        self.state.discard_record();
+        // Owned copies, off the hot path: the policy calls below borrow the
+        // whole dispatcher.
         let (name, retry_policy, on_reject) = (
             handler.name.clone(),
             handler.config.retry.clone(),
             handler.config.on_reject,
         );
-        let (message_type, version, name) = (call.message_type.as_str(), call.version, &*name);
-        self.state.begin_record();
-        let outcome = handler.handle(&call);
-        if outcome == HandleOutcome::Handled {
-            self.state.keep_record();
-        } else {
-            // A record that is not handled leaves no writes and, in outbox
-            // mode, no output behind; its policy decides what comes next.
-            self.state.discard_record();
-        }
+        let message_type = self.call.message_type.clone();
+        let (message_type, version, name) = (message_type.as_str(), self.call.version, &*name);
         let (class, reason) = match outcome {
-            HandleOutcome::Handled => {
-                self.counts.handled += 1;
-                record_event!(Level::DEBUG, record; r#type = message_type, version, handler = name, "handled");
-                return Verdict::Commit;
-            }
+            // Returned above.
+            HandleOutcome::Handled => return Verdict::Commit,
             HandleOutcome::Rejected(reason) if !retry_policy.covers(ErrorClass::Reject) => {
                 self.counts.rejected += 1;
                 record_event!(
@@ -486,20 +493,48 @@ impl Dispatcher {
     }
 }
 
-fn guest_envelope(record: &Record<'_>, envelope: Envelope, version: u32) -> WitEnvelope {
+/// Fill the envelope handed to the guest. Type, producer and body are the
+/// decoder's own strings, moved in; the key and the position are copied
+/// into the buffers of the previous record's envelope, so that a record
+/// costs no allocation for them.
+fn fill_call(call: &mut WitEnvelope, record: &Record<'_>, envelope: Envelope, version: u32) {
+    call.message_type = envelope.message_type;
+    call.version = version;
+    call.producer = envelope.producer;
+    call.body = envelope.body;
+    match record.key {
+        Some(key) => {
+            let text = call.key.get_or_insert_with(String::new);
+            text.clear();
+            text.push_str(&String::from_utf8_lossy(key));
+        }
+        None => call.key = None,
+    }
+    let origin = &mut call.origin;
+    for (buffer, text) in [
+        (&mut origin.source, record.topic),
+        (&mut origin.partition, record.partition),
+        (&mut origin.offset, record.offset),
+    ] {
+        buffer.clear();
+        buffer.push_str(text);
+    }
+    origin.timestamp_ms = record.timestamp_ms;
+}
+
+/// An empty envelope, for [`fill_call`] to fill.
+fn empty_call() -> WitEnvelope {
     WitEnvelope {
-        message_type: envelope.message_type,
-        version,
-        producer: envelope.producer,
-        key: record
-            .key
-            .map(|key| String::from_utf8_lossy(key).into_owned()),
-        body: envelope.body,
+        message_type: String::new(),
+        version: 0,
+        producer: None,
+        key: None,
+        body: String::new(),
         origin: Origin {
-            source: record.topic.to_owned(),
-            partition: record.partition.to_owned(),
-            offset: record.offset.to_owned(),
-            timestamp_ms: record.timestamp_ms,
+            source: String::new(),
+            partition: String::new(),
+            offset: String::new(),
+            timestamp_ms: None,
         },
     }
 }

@@ -34,6 +34,7 @@ fn main() -> ExitCode {
         Command::Store(StoreCommand::Export(args)) => commands::store::export(args),
         Command::Config(ConfigCommand::Check(args)) => commands::config::check(&args, &context),
         Command::Config(ConfigCommand::Keys) => commands::config::keys(),
+        Command::Bench(args) => commands::bench::bench(args, &shutdown),
         Command::Offsets(command) => match command {
             OffsetsCommand::List(args) => commands::offsets::list(args),
             OffsetsCommand::Set(args) => commands::offsets::set(args),

@@ -419,9 +419,12 @@ fn kinesis_runs_expose_handled_counts_and_shard_lag() {
     // Kinesis gone: reads keep failing, and /health says so.
     drop(server);
     let body = wait_unhealthy(&addr, &host);
+    // Reads failing is reported while the loop runs; on a loaded machine
+    // the loop can end on the lost server first, and then says it stopped.
     assert!(
         body.lines()
-            .any(|l| l.starts_with("kinesis: Kinesis unreachable: shard")),
+            .any(|l| l.starts_with("kinesis: Kinesis unreachable: shard")
+                || l.starts_with("kinesis: consumer stopped")),
         "{body}"
     );
     drop(host);

@@ -2,6 +2,7 @@
 //! return the process exit code; errors carry `anyhow` context for the
 //! operator.
 
+pub mod bench;
 pub mod config;
 pub mod dev;
 pub mod handlers;

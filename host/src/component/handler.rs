@@ -15,7 +15,7 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::bindings::{Envelope, HandleError, LogpipeHandler, LogpipeHandlerPre};
 use super::engine::Runtime;
-use super::host_api::{HostState, RecordContext};
+use super::host_api::HostState;
 use super::limits::{GuestLimits, LimitHit};
 use super::manifest::{HandlerConfig, Isolation};
 use crate::metrics::{HandlerMetrics, LimitKind};
@@ -161,11 +161,7 @@ impl Handler {
             }
         };
         live.store.set_epoch_deadline(deadline);
-        live.store.data_mut().start_call(RecordContext {
-            topic: envelope.origin.source.clone(),
-            partition: envelope.origin.partition.clone(),
-            offset: envelope.origin.offset.clone(),
-        });
+        live.store.data_mut().start_call(&envelope.origin);
         let result = live
             .bindings
             .logpipe_handler_handler()

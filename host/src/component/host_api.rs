@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::Level;
 use super::bindings::logpipe::handler::host::Host;
 use super::bindings::logpipe::handler::store::Host as StoreHost;
+use super::bindings::{Level, Origin};
 use super::guest_output::{GuestOutput, Stream};
 use super::limits::{GuestLimiter, LimitHit};
 use super::manifest::HandlerConfig;
@@ -156,9 +156,13 @@ impl HostState {
     }
 
     /// Reset the per-call counters before a `handle` call.
-    pub fn start_call(&mut self, record: RecordContext) {
+    pub fn start_call(&mut self, origin: &Origin) {
         self.begin_call();
-        self.record = record;
+        // clone_from reuses the previous record's buffers: no allocation
+        // per record once they are large enough.
+        self.record.topic.clone_from(&origin.source);
+        self.record.partition.clone_from(&origin.partition);
+        self.record.offset.clone_from(&origin.offset);
         self.produced_calls = 0;
         self.produced_bytes = 0;
         self.store_writes = 0;
