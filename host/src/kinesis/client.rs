@@ -86,9 +86,15 @@ pub enum Trouble {
 pub fn classify<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> Trouble {
     match error {
         SdkError::TimeoutError(_) | SdkError::ResponseError(_) => Trouble::Transient,
-        // The network is worth retrying; missing credentials are not.
+        // The network is worth retrying; missing credentials are not. A
+        // server that dies mid-request can surface as an "other" connector
+        // error (a connection closed before the answer), not only as I/O.
         SdkError::DispatchFailure(failure) => match failure.as_connector_error() {
-            Some(connector) if connector.is_io() || connector.is_timeout() => Trouble::Transient,
+            Some(connector)
+                if connector.is_io() || connector.is_timeout() || connector.is_other() =>
+            {
+                Trouble::Transient
+            }
             _ => Trouble::Fatal,
         },
         SdkError::ServiceError(service) => match service.err().code() {
