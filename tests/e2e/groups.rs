@@ -448,3 +448,48 @@ fn moving_a_running_groups_offsets_is_refused() {
         forced.stderr
     );
 }
+
+/// In a group, a pattern is a regex subscription: a topic created later
+/// is picked up within --pattern-refresh-ms, as without a group.
+#[test]
+fn a_group_pattern_picks_up_topics_created_later() {
+    let broker = Broker::start();
+    let prefix = unique("gp");
+    broker.create_topic(&format!("{prefix}.a"), 2);
+    broker.create_topic("echo-out", PARTITIONS);
+    broker.produce(&format!("{prefix}.a"), &echo_records(0, 50));
+    let work = tempfile::tempdir().unwrap();
+    let mut command = host();
+    command
+        .arg("run")
+        .arg("--handlers")
+        .arg(example_handlers())
+        .args([
+            "--topic",
+            &format!("{prefix}.*"),
+            "--bootstrap-servers",
+            &broker.bootstrap,
+        ])
+        .args(["--offset-store", "kafka", "--group-id", &unique("group")])
+        .args(["--pattern-refresh-ms", "500", "--offsets"])
+        .arg(work.path().join("state.sqlite3"));
+    let running = Running::start(command);
+    let log = || running.log().join("\n");
+    wait_until(
+        Duration::from_secs(60),
+        "50 echoed",
+        || echoed(&broker.bootstrap).len() == 50,
+        log,
+    );
+    broker.create_topic(&format!("{prefix}.b"), 1);
+    broker.produce(&format!("{prefix}.b"), &echo_records(50, 60));
+    // librdkafka's own default refresh (5 min) would not make this.
+    wait_until(
+        Duration::from_secs(60),
+        "60 echoed",
+        || echoed(&broker.bootstrap).len() == 60,
+        log,
+    );
+    running.terminate();
+    running.wait(Duration::from_secs(60)).assert_code(0);
+}

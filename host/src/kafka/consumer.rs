@@ -334,11 +334,26 @@ pub fn consume(
         Some(hooks) => ObservedContext::in_group(hooks.clone()),
         None => ObservedContext::default(),
     };
-    let config = if options.group {
+    let mut config = if options.group {
         settings.group_consumer_config(&options.names.group)
     } else {
         settings.consumer_config(&options.names.group)
     };
+    if options.group && options.topics.iter().any(|t| patterns::is_pattern(t)) {
+        // librdkafka matches a regex subscription against the topics it
+        // learns of at each metadata refresh (every 5 min by default): at
+        // --pattern-refresh-ms, new topics are picked up as quickly as
+        // without a group.
+        let refresh = options.pattern_refresh.as_millis().to_string();
+        if !settings
+            .properties
+            .iter()
+            .chain(&settings.consumer_properties)
+            .any(|(key, _)| key == "topic.metadata.refresh.interval.ms")
+        {
+            config.set("topic.metadata.refresh.interval.ms", refresh);
+        }
+    }
     let consumer: Kafka = config.create_with_context(context)?;
     let state = dispatcher.state().clone();
     let health = dispatcher
@@ -695,7 +710,11 @@ impl Consumption<'_> {
     /// pattern since the last look. A failed look is logged and tried again
     /// later: it must not stop the topics already consumed.
     fn match_new_topics(&mut self, consumer: &Kafka) -> Result<(), ConsumeError> {
-        if !self.has_patterns() || self.last_pattern_match.elapsed() < self.options.pattern_refresh
+        // In a group the broker assigns what the regex subscription
+        // matches (see `subscribe`): never assign anything here.
+        if self.group.is_some()
+            || !self.has_patterns()
+            || self.last_pattern_match.elapsed() < self.options.pattern_refresh
         {
             return Ok(());
         }
