@@ -47,23 +47,29 @@ impl KafkaSettings {
         config
     }
 
+    /// What every consumer of ours needs: offsets are committed by the
+    /// host (to SQLite, or to the group once handled), never by librdkafka.
+    fn consumer_defaults(group_id: &str) -> Vec<(&str, &str)> {
+        vec![
+            ("group.id", group_id),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("enable.partition.eof", "false"),
+            // For lag and broker health (see `kafka::observe`).
+            (
+                "statistics.interval.ms",
+                super::observe::STATISTICS_INTERVAL_MS,
+            ),
+            ("queued.max.messages.kbytes", PREFETCH_KBYTES),
+        ]
+    }
+
     /// A consumer with manually assigned partitions: offsets live in our
     /// own store, so librdkafka must neither commit nor store them.
     pub fn consumer_config(&self, group_id: &str) -> ClientConfig {
         self.base(
-            &[
-                ("group.id", group_id),
-                ("enable.auto.commit", "false"),
-                ("enable.auto.offset.store", "false"),
-                ("auto.offset.reset", "earliest"),
-                ("enable.partition.eof", "false"),
-                // For lag and broker health (see `kafka::observe`).
-                (
-                    "statistics.interval.ms",
-                    super::observe::STATISTICS_INTERVAL_MS,
-                ),
-                ("queued.max.messages.kbytes", PREFETCH_KBYTES),
-            ],
+            &Self::consumer_defaults(group_id),
             &self.consumer_properties,
         )
     }
@@ -73,23 +79,12 @@ impl KafkaSettings {
     /// once handled (see `kafka::group`). A member that stops answering
     /// loses its partitions after `session.timeout.ms`.
     pub fn group_consumer_config(&self, group_id: &str) -> ClientConfig {
-        self.base(
-            &[
-                ("group.id", group_id),
-                ("enable.auto.commit", "false"),
-                ("enable.auto.offset.store", "false"),
-                ("auto.offset.reset", "earliest"),
-                ("enable.partition.eof", "false"),
-                ("session.timeout.ms", "10000"),
-                ("heartbeat.interval.ms", "3000"),
-                (
-                    "statistics.interval.ms",
-                    super::observe::STATISTICS_INTERVAL_MS,
-                ),
-                ("queued.max.messages.kbytes", PREFETCH_KBYTES),
-            ],
-            &self.consumer_properties,
-        )
+        let mut defaults = Self::consumer_defaults(group_id);
+        defaults.extend([
+            ("session.timeout.ms", "10000"),
+            ("heartbeat.interval.ms", "3000"),
+        ]);
+        self.base(&defaults, &self.consumer_properties)
     }
 
     /// An admin client, for creating retry and dead-letter topics.

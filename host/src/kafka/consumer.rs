@@ -282,6 +282,9 @@ struct Consumption<'a> {
     to_commit: Vec<(String, i32, i64)>,
     setup: TopicSetup<'a>,
     last_pattern_match: Instant,
+    /// Whether any `--topic` is a pattern (checked once: the poll loop
+    /// asks on every turn).
+    has_patterns: bool,
     bootstrap: &'a str,
     dispatcher: &'a mut Dispatcher,
     sink: &'a KafkaSink,
@@ -339,7 +342,8 @@ pub fn consume(
     } else {
         settings.consumer_config(&options.names.group)
     };
-    if options.group && options.topics.iter().any(|t| patterns::is_pattern(t)) {
+    let has_patterns = options.topics.iter().any(|t| patterns::is_pattern(t));
+    if options.group && has_patterns {
         // librdkafka matches a regex subscription against the topics it
         // learns of at each metadata refresh (every 5 min by default): at
         // --pattern-refresh-ms, new topics are picked up as quickly as
@@ -368,6 +372,7 @@ pub fn consume(
         to_commit: Vec::new(),
         setup,
         last_pattern_match: Instant::now(),
+        has_patterns,
         bootstrap: &settings.bootstrap_servers,
         dispatcher,
         sink,
@@ -491,7 +496,7 @@ impl Consumption<'_> {
                 mains.push(topic.clone());
             }
         }
-        if self.has_patterns() {
+        if self.has_patterns {
             let matched = patterns::matching_topics(
                 consumer.client(),
                 &self.options.topics,
@@ -683,10 +688,6 @@ impl Consumption<'_> {
         Ok(())
     }
 
-    fn has_patterns(&self) -> bool {
-        self.options.topics.iter().any(|t| patterns::is_pattern(t))
-    }
-
     fn pattern_list(&self) -> Vec<&str> {
         self.options
             .topics
@@ -713,7 +714,7 @@ impl Consumption<'_> {
         // In a group the broker assigns what the regex subscription
         // matches (see `subscribe`): never assign anything here.
         if self.group.is_some()
-            || !self.has_patterns()
+            || !self.has_patterns
             || self.last_pattern_match.elapsed() < self.options.pattern_refresh
         {
             return Ok(());
