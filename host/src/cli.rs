@@ -208,6 +208,14 @@ impl ConsumeArgs {
             (None, OffsetStoreKind::Kafka) => Ok(ProduceMode::Direct),
         }
     }
+
+    /// `--workers`, or one per core.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            Some(n) => usize::from(n),
+            None => std::thread::available_parallelism().map_or(1, usize::from),
+        }
+    }
 }
 
 /// Where records handlers produce go.
@@ -535,6 +543,10 @@ pub struct ConsumeArgs {
         value_name = "STORE"
     )]
     pub offset_store: OffsetStoreKind,
+
+    /// Threads handling records of different partitions in parallel, each with its own instance of every handler; records of one partition stay in order. 1 handles them on the consumer's thread [default: the number of cores].
+    #[arg(long, env = "LOGPIPE_WORKERS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
 
     /// Consumer group id: names retry and dead-letter topics; with --offset-store kafka, the group whose members share the partitions.
     #[arg(

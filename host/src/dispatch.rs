@@ -120,6 +120,19 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// Add another worker's counts.
+    pub fn add(&mut self, other: &Counts) {
+        self.handled += other.handled;
+        self.rejected += other.rejected;
+        self.invalid += other.invalid;
+        self.ignored += other.ignored;
+        self.unknown_type += other.unknown_type;
+        self.unknown_version += other.unknown_version;
+        self.failed += other.failed;
+        self.retried += other.retried;
+        self.dead_lettered += other.dead_lettered;
+    }
+
     pub fn total(&self) -> u64 {
         self.handled
             + self.rejected
@@ -252,12 +265,48 @@ impl Dispatcher {
     /// Apply pending handler changes. Called between two records, so every
     /// record is handled entirely by one version of its handler.
     pub fn apply_changes(&mut self) {
-        let Some(hot_swap) = &self.hot_swap else {
-            return;
-        };
-        while let Ok(change) = hot_swap.changes.try_recv() {
+        for change in self.take_changes() {
             self.registry.apply(change);
         }
+    }
+
+    /// Pending handler changes, for a caller that hands them to workers
+    /// (then applies them here, for the log, with [`Dispatcher::apply_logged`]).
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        let Some(hot_swap) = &self.hot_swap else {
+            return Vec::new();
+        };
+        hot_swap.changes.try_iter().collect()
+    }
+
+    pub fn apply_logged(&mut self, change: Change) {
+        self.registry.apply(change);
+    }
+
+    /// A change the logged registry also gets: applied without a log line.
+    pub fn apply_quietly(&mut self, change: Change) {
+        self.registry.apply_quietly(change);
+    }
+
+    /// A dispatcher for another worker: the same handlers (instances of
+    /// its own), ignored types and policies, counts from zero, no watcher
+    /// (changes reach workers through [`Dispatcher::take_changes`]).
+    pub fn fork(&self) -> Dispatcher {
+        Dispatcher {
+            registry: self.registry.fork(),
+            ignored_types: self.ignored_types.clone(),
+            policies: self.policies.clone(),
+            counts: Counts::default(),
+            hot_swap: None,
+            state: self.state.clone(),
+            metrics: self.metrics.clone(),
+            call: empty_call(),
+        }
+    }
+
+    /// Drop the handlers' live instances: workers handle the records.
+    pub fn park(&mut self) {
+        self.registry.park();
     }
 
     pub fn counts(&self) -> Counts {

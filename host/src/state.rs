@@ -5,8 +5,9 @@
 //! produced) are staged in layers until the transaction that stores its
 //! offset also stores them:
 //!
-//! 1. the record being handled: discarded if it is not handled, so a failed
-//!    record leaves nothing behind (a savepoint per record);
+//! 1. the record being handled, one per thread (workers handle records of
+//!    different partitions at once): discarded if it is not handled, so a
+//!    failed record leaves nothing behind (a savepoint per record);
 //! 2. records settled since the last checkpoint ("open");
 //! 3. sealed checkpoints waiting for the broker to acknowledge what they
 //!    produced directly (dead-letter and retry copies, direct-mode output).
@@ -14,9 +15,10 @@
 //! Reads look through the layers, newest first, then the database, so a
 //! handler sees its own writes at once.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{self, ThreadId};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -72,7 +74,8 @@ pub struct StateStore {
 }
 
 struct Layers {
-    record: Effects,
+    /// The record each thread is handling.
+    records: HashMap<ThreadId, Effects>,
     open: Effects,
     /// Sealed effects by the number of their checkpoint, oldest first.
     sealed: VecDeque<(u64, Effects)>,
@@ -109,7 +112,7 @@ impl StateStore {
     fn with_reader(reader: Option<Connection>, path: PathBuf) -> Self {
         StateStore {
             layers: Mutex::new(Layers {
-                record: Effects::default(),
+                records: HashMap::new(),
                 open: Effects::default(),
                 sealed: VecDeque::new(),
                 reader,
@@ -136,7 +139,7 @@ impl StateStore {
         let layers = self.lock();
         let wanted = (namespace.clone(), key.to_owned());
         if let Some(write) = layers
-            .staged()
+            .staged(thread::current().id())
             .find_map(|effects| effects.writes.get(&wanted))
         {
             return Ok(write.clone());
@@ -157,7 +160,9 @@ impl StateStore {
     /// Stage a put (`Some`) or delete (`None`) for the record being handled.
     pub fn write(&self, namespace: &Namespace, key: String, value: Write) {
         self.lock()
-            .record
+            .records
+            .entry(thread::current().id())
+            .or_default()
             .writes
             .insert((namespace.clone(), key), value);
     }
@@ -176,7 +181,7 @@ impl StateStore {
         let layers = self.lock();
         // Staged writes in range, the newest write of each key winning.
         let mut staged: BTreeMap<String, &Write> = BTreeMap::new();
-        for effects in layers.staged_oldest_first() {
+        for effects in layers.staged_oldest_first(thread::current().id()) {
             for ((ns, key), write) in &effects.writes {
                 if ns == namespace && in_range(key) {
                     staged.insert(key.clone(), write);
@@ -218,27 +223,32 @@ impl StateStore {
 
     /// Stage a produced record for the outbox.
     pub fn push_outbox(&self, record: OutboxRecord) {
-        self.lock().record.outbox.push(record);
+        self.lock()
+            .records
+            .entry(thread::current().id())
+            .or_default()
+            .outbox
+            .push(record);
     }
 
     /// A record is about to be handled: nothing of it is staged yet.
     pub fn begin_record(&self) {
-        let mut layers = self.lock();
-        layers.record = Effects::default();
+        self.lock().records.remove(&thread::current().id());
     }
 
     /// The record was handled: its effects go with the next checkpoint.
     pub fn keep_record(&self) {
         let mut layers = self.lock();
-        let record = std::mem::take(&mut layers.record);
-        if !record.is_empty() {
+        if let Some(record) = layers.records.remove(&thread::current().id())
+            && !record.is_empty()
+        {
             layers.open.absorb(record);
         }
     }
 
     /// The record was not handled: forget what it wrote and produced.
     pub fn discard_record(&self) {
-        self.lock().record = Effects::default();
+        self.lock().records.remove(&thread::current().id());
     }
 
     /// Seal the open effects as part of checkpoint `batch`. Returns whether
@@ -269,19 +279,21 @@ impl StateStore {
 }
 
 impl Layers {
-    /// Staged effects, newest first.
-    fn staged(&self) -> impl Iterator<Item = &Effects> {
-        std::iter::once(&self.record)
+    /// Staged effects as `thread` sees them, newest first.
+    fn staged(&self, thread: ThreadId) -> impl Iterator<Item = &Effects> {
+        self.records
+            .get(&thread)
+            .into_iter()
             .chain(std::iter::once(&self.open))
             .chain(self.sealed.iter().rev().map(|(_, e)| e))
     }
 
-    fn staged_oldest_first(&self) -> impl Iterator<Item = &Effects> {
+    fn staged_oldest_first(&self, thread: ThreadId) -> impl Iterator<Item = &Effects> {
         self.sealed
             .iter()
             .map(|(_, e)| e)
             .chain(std::iter::once(&self.open))
-            .chain(std::iter::once(&self.record))
+            .chain(self.records.get(&thread))
     }
 }
 

@@ -299,6 +299,7 @@ pub fn consume_with_handlers(
         commit_max_records: consume_args.commit_max_records.max(1),
         max_uncommitted: consume_args.max_uncommitted_records.max(1),
         shutdown_timeout: Duration::from_millis(consume_args.shutdown_timeout_ms),
+        workers: consume_args.worker_count(),
     };
     let progress = Progress::for_run(metrics);
     let result = consumer::consume(

@@ -88,6 +88,30 @@ impl Handler {
         })
     }
 
+    /// Another handler of the same component, for another worker: it
+    /// shares the compiled code and the metrics, and gets an instance of
+    /// its own on its first record.
+    pub fn fork(&self) -> Handler {
+        Handler {
+            name: self.name.clone(),
+            file: self.file.clone(),
+            hash: self.hash.clone(),
+            message_type: self.message_type.clone(),
+            version: self.version,
+            config: self.config.clone(),
+            pre: self.pre.clone(),
+            runtime: self.runtime.clone(),
+            live: None,
+            metrics: self.metrics.clone(),
+            restart_pending: false,
+        }
+    }
+
+    /// Drop the live instance (its memory); the next call makes a new one.
+    pub fn park(&mut self) {
+        self.live = None;
+    }
+
     /// Instantiate the component and ask which (type, version) it handles.
     pub fn identify(&mut self) -> wasmtime::Result<()> {
         let deadline = self.config.limits.deadline_ticks();

@@ -47,6 +47,7 @@ pub struct Registry {
 /// Replaced handlers are dropped on a thread of their own: freeing an
 /// instance unmaps its memory, which can take milliseconds, and must not
 /// pause handling.
+#[derive(Clone)]
 struct Retired(Option<Sender<Handler>>);
 
 impl Retired {
@@ -97,6 +98,33 @@ impl Registry {
         Ok(registry)
     }
 
+    /// The same handlers for another worker: each gets an instance of its
+    /// own on its first record (see [`Handler::fork`]).
+    pub fn fork(&self) -> Registry {
+        let types = self
+            .types
+            .iter()
+            .map(|(name, versions)| {
+                let versions = versions.iter().map(|(v, h)| (*v, h.fork())).collect();
+                (name.clone(), versions)
+            })
+            .collect();
+        Registry {
+            runtime: self.runtime.clone(),
+            types,
+            files: self.files.clone(),
+            retired: self.retired.clone(),
+        }
+    }
+
+    /// Drop every live instance (a registry whose workers handle the
+    /// records keeps only the compiled components).
+    pub fn park(&mut self) {
+        for versions in self.types.values_mut() {
+            versions.values_mut().for_each(Handler::park);
+        }
+    }
+
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
     }
@@ -123,6 +151,22 @@ impl Registry {
             .or_default()
             .insert(pair.1, handler);
         Ok(previous)
+    }
+
+    /// Apply a change a worker's registry shares with the logged one (see
+    /// [`Registry::apply`]): same outcome, said once.
+    pub fn apply_quietly(&mut self, change: Change) {
+        match change {
+            Change::Upsert(handler) => match self.insert(*handler) {
+                Ok(Some(previous)) => self.retired.retire(previous),
+                Ok(None) | Err(_) => {}
+            },
+            Change::Remove(file) => {
+                if let Some(old) = self.remove(&file) {
+                    self.retired.retire(old);
+                }
+            }
+        }
     }
 
     /// Apply a change from the folder watcher, and log it with how long

@@ -33,6 +33,16 @@ pub enum Change {
     Remove(PathBuf),
 }
 
+impl Change {
+    /// The same change for another worker's registry.
+    pub fn fork(&self) -> Change {
+        match self {
+            Change::Upsert(handler) => Change::Upsert(Box::new(handler.fork())),
+            Change::Remove(file) => Change::Remove(file.clone()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct WatchOptions {
     /// How long a file must stay unchanged before it is loaded.

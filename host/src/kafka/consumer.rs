@@ -15,9 +15,8 @@
 //! stops its partition right before it.
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -33,8 +32,12 @@ use super::observe::ObservedContext;
 use super::outbox::Relay;
 use super::patterns;
 use super::producer::{DeliveryError, KafkaSink};
+use super::record::{OwnedRecord, View};
+use super::settle::{ReadFrom, Step};
 use super::topics::TopicNames;
-use crate::dispatch::{Counts, Dispatcher, Failure, Record, Source, Verdict, lag_wait};
+use super::workers::{self, Executor, Outcome, SettleContext};
+use crate::dispatch::{Counts, Dispatcher, lag_wait};
+use crate::metrics::Metrics;
 use crate::metrics::health::{CHECK_ASSIGNED, CHECK_COMMIT, HealthComponent};
 use crate::metrics::registry::{Counter, Gauge};
 use crate::offsets::{Commit, OffsetError, OffsetStore};
@@ -42,6 +45,9 @@ use crate::state::StateStore;
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
+/// How long a poll waits while workers have records: their outcomes are
+/// applied between polls.
+const BUSY_POLL_TIMEOUT: Duration = Duration::from_millis(1);
 /// How often, once a partition has stopped, the others are checked for
 /// having caught up with their high watermark.
 const DRAIN_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -91,6 +97,9 @@ pub struct ConsumeOptions {
     /// How long to wait for produced records to be acknowledged when
     /// stopping.
     pub shutdown_timeout: Duration,
+    /// Threads handling records of different partitions in parallel (1:
+    /// the loop's own thread; see [`super::workers`]).
+    pub workers: usize,
 }
 
 /// Why consuming ended.
@@ -127,6 +136,8 @@ pub enum ConsumeError {
     Delivery(#[from] DeliveryError),
     #[error("cannot set up topics {topics:?}: {reason}")]
     TopicSetup { topics: Vec<String>, reason: String },
+    #[error("cannot start the worker threads: {0}")]
+    Workers(std::io::Error),
 }
 
 /// Sets up what a newly matched topic needs before it is consumed (its
@@ -145,6 +156,8 @@ enum TopicKind {
 
 struct AssignedTopic {
     name: String,
+    /// The name again, shared with workers.
+    shared_name: Arc<str>,
     kind: TopicKind,
     consumed: Arc<Counter>,
 }
@@ -164,6 +177,13 @@ struct PartitionState {
     position: Option<i64>,
     flow: Flow,
     lag: Arc<Gauge>,
+    /// The partition's name, for workers.
+    from: ReadFrom,
+    /// Raised each time the partition is read again from a held record
+    /// (see [`super::workers`]).
+    generation: u64,
+    /// Records with a worker, outcome not yet applied.
+    in_flight: usize,
 }
 
 enum Flow {
@@ -172,6 +192,8 @@ enum Flow {
     Revoked,
     /// Paused with one record waiting (see [`Held`]).
     Held(Box<Held>),
+    /// Paused while a worker tries the held record again.
+    Retrying,
     /// Paused for good: a record failed and its policy said stop.
     Stopped,
 }
@@ -182,68 +204,11 @@ struct Held {
     due: Instant,
 }
 
-/// A copy of a record that outlives the poll that delivered it.
-struct OwnedRecord {
-    offset: i64,
-    key: Option<Vec<u8>>,
-    value: Vec<u8>,
-    timestamp_ms: Option<i64>,
-    original: OriginalPosition,
-    retries: u32,
-}
-
-/// A record being settled, borrowed from a fresh message or a held copy.
-struct View<'a> {
-    /// Where it was read (the retry topic's position for a retry copy).
-    offset: i64,
-    key: Option<&'a [u8]>,
-    value: &'a [u8],
-    timestamp_ms: Option<i64>,
-    original: &'a OriginalPosition,
-    retries: u32,
-}
-
-impl View<'_> {
-    fn to_owned(&self) -> OwnedRecord {
-        OwnedRecord {
-            offset: self.offset,
-            key: self.key.map(<[u8]>::to_vec),
-            value: self.value.to_vec(),
-            timestamp_ms: self.timestamp_ms,
-            original: self.original.clone(),
-            retries: self.retries,
-        }
-    }
-}
-
-impl OwnedRecord {
-    fn view(&self) -> View<'_> {
-        View {
-            offset: self.offset,
-            key: self.key.as_deref(),
-            value: &self.value,
-            timestamp_ms: self.timestamp_ms,
-            original: &self.original,
-            retries: self.retries,
-        }
-    }
-}
-
 /// Offsets handed to a delivery batch.
 struct Sealed {
     batch: u64,
     offsets: Vec<(usize, i64)>,
     records: usize,
-}
-
-/// What to do with a partition after settling one of its records.
-enum Step {
-    /// Done with the record: stage the next offset.
-    Done,
-    /// Keep the record and its partition paused until `due`.
-    Hold { due: Instant, retries: u32 },
-    /// Pause the partition for good.
-    Stop,
 }
 
 /// Logs consumer errors, at most one line per interval while they repeat.
@@ -286,7 +251,9 @@ struct Consumption<'a> {
     /// asks on every turn).
     has_patterns: bool,
     bootstrap: &'a str,
-    dispatcher: &'a mut Dispatcher,
+    /// Settles records: here, or on worker threads.
+    executor: Executor<'a>,
+    metrics: Arc<Metrics>,
     sink: &'a KafkaSink,
     store: &'a mut OffsetStore,
     state: &'a StateStore,
@@ -308,7 +275,6 @@ struct Consumption<'a> {
     last_settled: Option<Instant>,
     errors: ErrorLog,
     throttled_since: Option<Instant>,
-    text: (String, String),
     health: Arc<HealthComponent>,
     last_observed: Instant,
     /// When a consumer error made the broker check fail.
@@ -326,11 +292,14 @@ pub fn consume(
     shutdown: &AtomicBool,
     setup: TopicSetup<'_>,
 ) -> Result<ConsumeSummary, ConsumeError> {
+    // Records with workers: a rebalance waits for them (see `group`).
+    let in_flight = Arc::new(AtomicUsize::new(0));
     let group = options.group.then(|| {
         let producer = sink.clone();
         let timeout = options.shutdown_timeout;
+        let in_flight = in_flight.clone();
         Arc::new(GroupHooks::new(Box::new(move || {
-            producer.confirm(timeout).is_ok()
+            workers::wait_settled(&in_flight, timeout) && producer.confirm(timeout).is_ok()
         })))
     });
     let context = match &group {
@@ -360,12 +329,18 @@ pub fn consume(
     }
     let consumer: Kafka = config.create_with_context(context)?;
     let state = dispatcher.state().clone();
-    let health = dispatcher
-        .metrics()
-        .health
-        .component(&options.health_component);
+    let metrics = dispatcher.metrics().clone();
+    let health = metrics.health.component(&options.health_component);
     health.fail(CHECK_ASSIGNED, "partitions not assigned yet");
     health.fail(CHECK_COMMIT, "no checkpoint yet");
+    let context = SettleContext {
+        sink: sink.clone(),
+        names: options.names.clone(),
+        retry_topics: options.retry_topics,
+        group: group.clone(),
+    };
+    let executor = Executor::start(dispatcher, options.workers, context, in_flight)
+        .map_err(ConsumeError::Workers)?;
     let mut run = Consumption {
         options,
         group,
@@ -374,7 +349,8 @@ pub fn consume(
         last_pattern_match: Instant::now(),
         has_patterns,
         bootstrap: &settings.bootstrap_servers,
-        dispatcher,
+        executor,
+        metrics,
         sink,
         store,
         state: &state,
@@ -395,12 +371,12 @@ pub fn consume(
             suppressed: 0,
         },
         throttled_since: None,
-        text: (String::new(), String::new()),
         health,
         last_observed: Instant::now(),
         broker_error: None,
     };
     let result = run.consume(&consumer, shutdown);
+    run.executor.finish();
     run.health.fail(CHECK_ASSIGNED, "consumer stopped");
     let mut reason = result?;
     // Stopping for another reason does not make a failed record go away.
@@ -416,7 +392,7 @@ pub fn consume(
         _ => Duration::ZERO,
     };
     Ok(ConsumeSummary {
-        counts: run.dispatcher.counts(),
+        counts: run.executor.dispatcher().counts(),
         reason,
         busy,
     })
@@ -451,8 +427,9 @@ impl Consumption<'_> {
         // staged offsets cover records whose output may be lost, and
         // replaying them is the at-least-once answer.
         let reason = self.poll_until_stopped(consumer, shutdown)?;
+        self.drain_workers(consumer)?;
         self.sink.confirm(self.options.shutdown_timeout)?;
-        self.checkpoint()?;
+        self.checkpoint(consumer)?;
         self.commit_to_kafka(consumer, CommitMode::Sync)?;
         self.finish_relay()?;
         Ok(reason)
@@ -547,9 +524,10 @@ impl Consumption<'_> {
         if let Some(&index) = self.topic_index.get(name) {
             return index;
         }
-        let consumed = self.dispatcher.metrics().consumed_topic.get(&[name]);
+        let consumed = self.metrics.consumed_topic.get(&[name]);
         self.topics.push(AssignedTopic {
             name: name.to_owned(),
+            shared_name: name.into(),
             kind,
             consumed,
         });
@@ -592,6 +570,7 @@ impl Consumption<'_> {
         };
         let state = &mut self.partitions[slot];
         state.flow = Flow::Revoked;
+        state.generation += 1;
         state.committed = None;
         state.staged = None;
         state.sealed = None;
@@ -623,29 +602,17 @@ impl Consumption<'_> {
             Some(&slot) => {
                 let state = &mut self.partitions[slot];
                 state.flow = Flow::Running;
+                state.generation += 1;
                 state.committed = None;
                 state.staged = None;
                 state.sealed = None;
                 state.position = None;
             }
             None => {
-                let lag = self
-                    .dispatcher
-                    .metrics()
-                    .lag
-                    .get(&[topic, &partition.to_string()]);
+                let state = self.new_partition(topic_index, partition, None);
                 self.index
                     .insert((topic_index, partition), self.partitions.len());
-                self.partitions.push(PartitionState {
-                    topic: topic_index,
-                    partition,
-                    committed: None,
-                    staged: None,
-                    sealed: None,
-                    position: None,
-                    flow: Flow::Running,
-                    lag,
-                });
+                self.partitions.push(state);
             }
         }
         // A partition paused for a held record when it was revoked must
@@ -749,6 +716,33 @@ impl Consumption<'_> {
         Ok(())
     }
 
+    /// A partition to track, starting at `committed` (`None`: wherever
+    /// librdkafka starts it).
+    fn new_partition(
+        &self,
+        topic_index: usize,
+        partition: i32,
+        committed: Option<i64>,
+    ) -> PartitionState {
+        let topic = &self.topics[topic_index];
+        PartitionState {
+            topic: topic_index,
+            partition,
+            committed,
+            staged: committed,
+            sealed: committed,
+            position: committed,
+            flow: Flow::Running,
+            lag: self.metrics.lag.get(&[&topic.name, &partition.to_string()]),
+            from: ReadFrom {
+                topic: topic.shared_name.clone(),
+                partition,
+            },
+            generation: 0,
+            in_flight: 0,
+        }
+    }
+
     /// Track `mains` and their retry topics; their partitions, at their
     /// starting offsets, for the consumer's assignment.
     fn add_topics(
@@ -756,11 +750,12 @@ impl Consumption<'_> {
         consumer: &Kafka,
         mains: &[String],
     ) -> Result<TopicPartitionList, ConsumeError> {
-        let metrics = self.dispatcher.metrics().clone();
+        let metrics = self.metrics.clone();
         let first_new = self.topics.len();
         for main in mains {
             self.topics.push(AssignedTopic {
                 name: main.clone(),
+                shared_name: main.as_str().into(),
                 kind: TopicKind::Main,
                 consumed: metrics.consumed_topic.get(&[main]),
             });
@@ -768,6 +763,7 @@ impl Consumption<'_> {
                 let name = self.options.names.retry(main, retry);
                 self.topics.push(AssignedTopic {
                     consumed: metrics.consumed_topic.get(&[&name]),
+                    shared_name: name.as_str().into(),
                     name,
                     kind: TopicKind::Retry { retry },
                 });
@@ -805,18 +801,10 @@ impl Consumption<'_> {
                     }
                 };
                 assignment.add_partition_offset(name, partition, offset)?;
+                let state = self.new_partition(topic_index, partition, committed);
                 self.index
                     .insert((topic_index, partition), self.partitions.len());
-                self.partitions.push(PartitionState {
-                    topic: topic_index,
-                    partition,
-                    committed,
-                    staged: committed,
-                    sealed: committed,
-                    position: committed,
-                    flow: Flow::Running,
-                    lag: metrics.lag.get(&[name, &partition.to_string()]),
-                });
+                self.partitions.push(state);
             }
         }
         Ok(assignment)
@@ -834,13 +822,20 @@ impl Consumption<'_> {
                 tracing::info!("shutdown requested: committing and stopping");
                 return Ok(StopReason::Shutdown);
             }
+            // Outcomes first: before a rebalance's revocations are applied,
+            // the records the rebalance hook waited for must be staged.
+            self.apply_outcomes(consumer, Duration::ZERO)?;
             // Between two records: a hot swap never splits a record.
-            self.dispatcher.apply_changes();
+            self.executor.apply_changes();
             self.follow_membership(consumer)?;
             self.match_new_topics(consumer)?;
             self.release_due(consumer)?;
-            if self.throttled()? {
+            if self.throttled(consumer)? {
                 // Busy waiting for the broker, not idle.
+                last_record = Instant::now();
+            } else if !self.executor.has_room() {
+                // Workers have all they may: wait for one to finish one.
+                self.apply_outcomes(consumer, POLL_TIMEOUT)?;
                 last_record = Instant::now();
             } else {
                 match consumer.poll(self.poll_timeout()) {
@@ -860,7 +855,7 @@ impl Consumption<'_> {
             if self.since_commit >= self.options.commit_max_records
                 || self.last_commit.elapsed() >= self.options.commit_interval
             {
-                self.checkpoint()?;
+                self.checkpoint(consumer)?;
                 self.commit_to_kafka(consumer, CommitMode::Async)?;
             }
             if self.last_observed.elapsed() >= OBSERVE_INTERVAL {
@@ -887,12 +882,14 @@ impl Consumption<'_> {
                     }
                 }
             }
-            let holding = self
-                .partitions
-                .iter()
-                .any(|p| matches!(p.flow, Flow::Held(_)));
+            let holding = self.executor.outstanding() > 0
+                || self
+                    .partitions
+                    .iter()
+                    .any(|p| matches!(p.flow, Flow::Held(_) | Flow::Retrying));
             if holding {
-                // Idle time counts from when the last held record is let go.
+                // Idle time counts from when the last held record is let go
+                // and the workers are done.
                 last_record = Instant::now();
             }
             if let Some(idle) = self.options.idle_timeout
@@ -912,7 +909,7 @@ impl Consumption<'_> {
     /// produced to be acknowledged, take no new ones (a crash can then only
     /// make that many be handled again). Says so, at most every 10 s, when
     /// the wait is long.
-    fn throttled(&mut self) -> Result<bool, ConsumeError> {
+    fn throttled(&mut self, consumer: &Kafka) -> Result<bool, ConsumeError> {
         // (Group mode: offsets staged here reach Kafka with the loop's next
         // commit; the rebalance hook commits handled records anyway.)
         let max = self.options.max_uncommitted;
@@ -922,7 +919,7 @@ impl Consumption<'_> {
             self.throttled_since = None;
             return Ok(false);
         }
-        self.checkpoint()?;
+        self.checkpoint(consumer)?;
         if waiting(self) < max {
             self.throttled_since = None;
             return Ok(false);
@@ -945,16 +942,22 @@ impl Consumption<'_> {
         Ok(true)
     }
 
-    /// Poll no longer than until the next held record is due.
+    /// Poll no longer than until the next held record is due, nor, while
+    /// workers have records, than until their outcomes should be applied.
     fn poll_timeout(&self) -> Duration {
         let now = Instant::now();
+        let longest = if self.executor.outstanding() > 0 {
+            BUSY_POLL_TIMEOUT
+        } else {
+            POLL_TIMEOUT
+        };
         self.partitions
             .iter()
             .filter_map(|p| match &p.flow {
                 Flow::Held(held) => Some(held.due.saturating_duration_since(now)),
                 _ => None,
             })
-            .fold(POLL_TIMEOUT, Duration::min)
+            .fold(longest, Duration::min)
     }
 
     /// One message from the broker.
@@ -1027,165 +1030,107 @@ impl Consumption<'_> {
             self.hold(consumer, slot, view.to_owned(), Instant::now() + wait)?;
             return Ok(());
         }
-        let step = self.settle(&view);
-        self.apply(consumer, slot, step, &view)?;
-        self.last_settled = Some(Instant::now());
+        self.submit(consumer, slot, &view)
+    }
+
+    /// Hand a record to the executor: settled at once, or by the
+    /// partition's worker (its outcome applied later, in order).
+    fn submit(&mut self, consumer: &Kafka, slot: usize, view: &View<'_>) -> Result<(), ConsumeError> {
+        let state = &mut self.partitions[slot];
+        state.position = Some(view.offset + 1);
+        state.in_flight += 1;
+        if let Some(outcome) = self
+            .executor
+            .submit(slot, state.generation, &state.from, view)
+        {
+            self.apply_outcome(consumer, outcome)?;
+        }
         Ok(())
     }
 
-    /// Settle held records that are due.
+    /// Apply the workers' outcomes that are ready, waiting up to `wait`
+    /// for the first one.
+    fn apply_outcomes(&mut self, consumer: &Kafka, wait: Duration) -> Result<(), ConsumeError> {
+        let mut wait = wait;
+        while let Some(outcome) = self.executor.next_outcome(wait) {
+            self.apply_outcome(consumer, outcome)?;
+            wait = Duration::ZERO;
+        }
+        Ok(())
+    }
+
+    /// Apply every outstanding outcome: nothing is left with a worker.
+    fn drain_workers(&mut self, consumer: &Kafka) -> Result<(), ConsumeError> {
+        while self.executor.outstanding() > 0 {
+            self.apply_outcomes(consumer, POLL_TIMEOUT)?;
+        }
+        Ok(())
+    }
+
+    /// Settle held records that are due. A record held by the loop (not yet
+    /// due, or too young) waits for its partition's earlier records to come
+    /// back from its worker, so it cannot overtake one of them.
     fn release_due(&mut self, consumer: &Kafka) -> Result<(), ConsumeError> {
         let now = Instant::now();
         for slot in 0..self.partitions.len() {
-            let due = matches!(&self.partitions[slot].flow, Flow::Held(h) if h.due <= now);
-            if !due {
+            let state = &self.partitions[slot];
+            let due = matches!(&state.flow, Flow::Held(h) if h.due <= now);
+            if !due || state.in_flight > 0 {
                 continue;
             }
             let Flow::Held(held) =
-                std::mem::replace(&mut self.partitions[slot].flow, Flow::Running)
+                std::mem::replace(&mut self.partitions[slot].flow, Flow::Retrying)
             else {
                 continue;
             };
-            let view = held.record.view();
-            let step = self.settle(&view);
-            match step {
-                Step::Hold { due, retries } => {
-                    // Still failing: keep holding, counting the retry.
-                    let mut record = held.record;
-                    record.retries = retries;
-                    self.partitions[slot].flow = Flow::Held(Box::new(Held { record, due }));
-                }
-                Step::Done => {
-                    let next = held.record.offset + 1;
-                    self.stage(slot, next);
-                    self.resume(consumer, slot, next)?;
-                }
-                Step::Stop => self.partitions[slot].flow = Flow::Stopped,
-            }
-            self.last_settled = Some(Instant::now());
+            // A new generation: the worker may have dropped this
+            // partition's records after the held one.
+            self.partitions[slot].generation += 1;
+            self.submit(consumer, slot, &held.record.view())?;
         }
         Ok(())
     }
 
-    /// Dispatch one record and carry out the verdict's side effects
-    /// (dead-letter and retry copies); the partition bookkeeping is left to
-    /// [`Consumption::apply`].
-    fn settle(&mut self, view: &View<'_>) -> Step {
-        let (partition_text, offset_text) = &mut self.text;
-        partition_text.clear();
-        offset_text.clear();
-        let _ = write!(partition_text, "{}", view.original.partition);
-        let _ = write!(offset_text, "{}", view.original.offset);
-        let record = Record {
-            source: Source::Kafka,
-            topic: &view.original.topic,
-            partition: partition_text,
-            offset: offset_text,
-            key: view.key,
-            timestamp_ms: view.timestamp_ms,
-            value: view.value,
-            retries: view.retries,
+    /// Partition bookkeeping after a record was settled.
+    fn apply_outcome(&mut self, consumer: &Kafka, outcome: Outcome) -> Result<(), ConsumeError> {
+        let Outcome {
+            slot,
+            offset,
+            step,
+            held,
+        } = outcome;
+        let state = &mut self.partitions[slot];
+        state.in_flight = state.in_flight.saturating_sub(1);
+        if matches!(state.flow, Flow::Revoked) {
+            // The rebalance hook committed it; the new owner goes on.
+            return Ok(());
+        }
+        let Some(step) = step else {
+            // Dropped behind a held or stopped record; read again later.
+            return Ok(());
         };
-        match self.dispatcher.dispatch(&record) {
-            Verdict::Commit => Step::Done,
-            Verdict::Stop(_) => Step::Stop,
-            Verdict::DeadLetter(failure) => match self.dead_letter(view, &failure) {
-                Ok(()) => Step::Done,
-                Err(reason) => {
-                    let counts = self.dispatcher.counts_mut();
-                    counts.dead_lettered = counts.dead_lettered.saturating_sub(1);
-                    self.log_stop(view, &reason);
-                    Step::Stop
-                }
-            },
-            Verdict::Retry {
-                failure,
-                retry,
-                delay,
-                blocking,
-            } => {
-                if blocking {
-                    return Step::Hold {
-                        due: Instant::now() + delay,
-                        retries: retry,
-                    };
-                }
-                match self.retry_copy(view, &failure, retry, delay) {
-                    Ok(()) => Step::Done,
-                    Err(reason) => {
-                        let counts = self.dispatcher.counts_mut();
-                        counts.retried = counts.retried.saturating_sub(1);
-                        counts.failed += 1;
-                        self.log_stop(view, &reason);
-                        Step::Stop
-                    }
+        self.last_settled = Some(Instant::now());
+        match step {
+            Step::Done => {
+                let next = offset + 1;
+                self.stage(slot, next);
+                let state = &mut self.partitions[slot];
+                if matches!(state.flow, Flow::Retrying) {
+                    // The held record is done: read on after it.
+                    state.flow = Flow::Running;
+                    state.position = Some(next);
+                    self.resume(consumer, slot, next)?;
                 }
             }
-        }
-    }
-
-    fn log_stop(&self, view: &View<'_>, reason: &str) {
-        tracing::error!(
-            topic = %view.original.topic,
-            partition = view.original.partition,
-            offset = view.original.offset,
-            key = view.key.map(String::from_utf8_lossy).as_deref(),
-            "{reason}; stopping this partition before the record"
-        );
-    }
-
-    /// Copy the record, unchanged, to its dead-letter topic.
-    fn dead_letter(&self, view: &View<'_>, failure: &Failure) -> Result<(), String> {
-        let topic = self.options.names.dead_letter(&view.original.topic);
-        let headers = headers::dead_letter(view.original, failure, view.retries);
-        self.sink
-            .check_topic(&topic)
-            .map_err(|e| format!("cannot dead-letter: {e}"))?;
-        self.sink
-            .enqueue_with_headers(&topic, view.key, view.value, Some(headers))
-            .map_err(|e| format!("cannot dead-letter to {topic:?}: {e}"))
-    }
-
-    /// Copy the record to the topic of retry number `retry`.
-    fn retry_copy(
-        &self,
-        view: &View<'_>,
-        failure: &Failure,
-        retry: u32,
-        delay: Duration,
-    ) -> Result<(), String> {
-        if retry > self.options.retry_topics {
-            return Err(format!(
-                "no retry topic for retry {retry}: retry topics were set up at start for {} \
-                 retries (restart after raising max_retries)",
-                self.options.retry_topics
-            ));
-        }
-        let topic = self.options.names.retry(&view.original.topic, retry);
-        let due = SystemTime::now() + delay;
-        let headers = headers::retry(view.original, failure, retry - 1, due);
-        self.sink
-            .enqueue_with_headers(&topic, view.key, view.value, Some(headers))
-            .map_err(|e| format!("cannot write retry copy to {topic:?}: {e}"))
-    }
-
-    /// Partition bookkeeping after settling a fresh record.
-    fn apply(
-        &mut self,
-        consumer: &Kafka,
-        slot: usize,
-        step: Step,
-        view: &View<'_>,
-    ) -> Result<(), ConsumeError> {
-        match step {
-            Step::Done => self.stage(slot, view.offset + 1),
-            Step::Hold { due, retries } => {
-                let mut record = view.to_owned();
-                record.retries = retries;
-                self.hold(consumer, slot, record, due)?;
+            Step::Hold { due, .. } => {
+                if let Some(record) = held {
+                    self.hold(consumer, slot, record, due)?;
+                }
             }
             Step::Stop => {
-                self.partitions[slot].flow = Flow::Stopped;
+                let state = &mut self.partitions[slot];
+                state.flow = Flow::Stopped;
+                state.position = Some(offset);
                 self.pause(consumer, slot)?;
             }
         }
@@ -1195,11 +1140,7 @@ impl Consumption<'_> {
     fn stage(&mut self, slot: usize, next: i64) {
         let state = &mut self.partitions[slot];
         state.staged = Some(next);
-        state.position = Some(next);
         self.since_commit += 1;
-        if let Some(group) = &self.group {
-            group.handled(&self.topics[state.topic].name, state.partition, next);
-        }
     }
 
     fn hold(
@@ -1258,7 +1199,7 @@ impl Consumption<'_> {
         for state in &self.partitions {
             match state.flow {
                 Flow::Stopped | Flow::Revoked => continue,
-                Flow::Held(_) => return false,
+                Flow::Held(_) | Flow::Retrying => return false,
                 Flow::Running => {}
             }
             let topic = &self.topics[state.topic].name;
@@ -1275,11 +1216,13 @@ impl Consumption<'_> {
     }
 
     /// [`Consumption::store_checkpoint`], counted and reported to `/health`.
-    fn checkpoint(&mut self) -> Result<(), ConsumeError> {
+    /// Workers are drained first: the open effects must be those of the
+    /// records whose offsets are staged (a worker keeps a record's store
+    /// writes as it handles it, before the loop stages its offset).
+    fn checkpoint(&mut self, consumer: &Kafka) -> Result<(), ConsumeError> {
+        self.drain_workers(consumer)?;
         let outcome = self.store_checkpoint();
-        self.dispatcher
-            .metrics()
-            .checkpoint_done(&self.health, &outcome);
+        self.metrics.checkpoint_done(&self.health, &outcome);
         outcome.map(|_| ())
     }
 

@@ -22,8 +22,9 @@ pub enum Membership {
     Revoked(Vec<(String, i32)>),
 }
 
-/// Waits for every produced record to be acknowledged; false when one was
-/// not (its trigger must then not be committed).
+/// Waits for the records given to workers to be handled and for every
+/// produced record to be acknowledged; false when one was not (its trigger
+/// must then not be committed).
 pub type Flush = Box<dyn Fn() -> bool + Send + Sync>;
 
 /// What the consume loop and librdkafka's rebalance callback share.
@@ -77,14 +78,18 @@ impl GroupHooks {
         }
     }
 
-    /// Called by librdkafka inside `poll`, between two records (handling
-    /// is synchronous), before `revoked` is given away.
+    /// Called by librdkafka inside `poll`, before `revoked` is given away.
+    /// The loop is between two records; workers may still be handling some
+    /// (the flush waits for them).
     pub fn before_revoke<C: ConsumerContext>(
         &self,
         consumer: &BaseConsumer<C>,
         revoked: &TopicPartitionList,
     ) {
         let partitions = pairs(revoked);
+        // First let the workers finish what they were given and the broker
+        // acknowledge its output: only then is `handled` complete.
+        let flushed = (self.flush)();
         let mut commit = TopicPartitionList::new();
         if let Ok(mut handled) = self.handled.lock() {
             for key in &partitions {
@@ -94,7 +99,7 @@ impl GroupHooks {
             }
         }
         if commit.count() > 0 {
-            if (self.flush)() {
+            if flushed {
                 match consumer.commit(&commit, CommitMode::Sync) {
                     Ok(()) => tracing::info!(
                         partitions = commit.count(),

@@ -11,7 +11,10 @@ pub mod outbox;
 pub mod patterns;
 pub mod positions;
 pub mod producer;
+pub mod record;
+pub mod settle;
 pub mod topics;
+pub mod workers;
 
 pub use config::KafkaSettings;
 pub use metadata::TopicError;
