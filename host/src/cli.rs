@@ -1049,6 +1049,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=256), value_name = "N")]
     pub partitions: i32,
 
+    /// `--workers` of the runs in (b) and (c) [default: theirs, one per core].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024), value_name = "N")]
+    pub workers: Option<u16>,
+
     /// Use this broker (127.0.0.1 only is sensible) [default: start tansu on a free loopback port].
     #[arg(long, value_name = "HOST:PORT")]
     pub bootstrap_servers: Option<String>,

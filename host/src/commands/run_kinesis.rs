@@ -38,6 +38,12 @@ pub fn run(args: RunArgs, shutdown: &AtomicBool) -> anyhow::Result<ExitCode> {
             "--stream {pattern:?}: patterns are supported for Kafka topics only; name each stream"
         );
     }
+    if consume.workers.is_some_and(|n| n > 1) {
+        tracing::warn!(
+            "--workers applies to Kafka topics: Kinesis shards are handled one record at a time \
+             on the consumer's thread"
+        );
+    }
     let _claim = HostLock::acquire(offsets)?;
     let metrics = start_metrics(&args.metrics)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

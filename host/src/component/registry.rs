@@ -157,10 +157,12 @@ impl Registry {
     /// [`Registry::apply`]): same outcome, said once.
     pub fn apply_quietly(&mut self, change: Change) {
         match change {
-            Change::Upsert(handler) => match self.insert(*handler) {
-                Ok(Some(previous)) => self.retired.retire(previous),
-                Ok(None) | Err(_) => {}
-            },
+            Change::Upsert(handler) => {
+                // A refusal leaves this registry as the logged one's.
+                if let Ok(Some(previous)) = self.insert(*handler) {
+                    self.retired.retire(previous);
+                }
+            }
             Change::Remove(file) => {
                 if let Some(old) = self.remove(&file) {
                     self.retired.retire(old);

@@ -184,6 +184,9 @@ struct PartitionState {
     generation: u64,
     /// Records with a worker, outcome not yet applied.
     in_flight: usize,
+    /// The worker of this partition's records (and of the retry copies
+    /// of them): main partitions take turns over the workers.
+    worker: usize,
 }
 
 enum Flow {
@@ -725,6 +728,11 @@ impl Consumption<'_> {
         committed: Option<i64>,
     ) -> PartitionState {
         let topic = &self.topics[topic_index];
+        let mains = self
+            .partitions
+            .iter()
+            .filter(|p| self.topics[p.topic].kind == TopicKind::Main)
+            .count();
         PartitionState {
             topic: topic_index,
             partition,
@@ -740,6 +748,7 @@ impl Consumption<'_> {
             },
             generation: 0,
             in_flight: 0,
+            worker: mains % self.executor.workers(),
         }
     }
 
@@ -1030,18 +1039,34 @@ impl Consumption<'_> {
             self.hold(consumer, slot, view.to_owned(), Instant::now() + wait)?;
             return Ok(());
         }
-        self.submit(consumer, slot, &view)
+        // A retry copy goes to the worker of its original partition, whose
+        // handler instances saw the earlier attempts.
+        let worker = match self.topics[topic].kind {
+            TopicKind::Main => self.partitions[slot].worker,
+            TopicKind::Retry { .. } => self
+                .topic_index
+                .get(original.topic.as_str())
+                .and_then(|t| self.index.get(&(*t, original.partition)))
+                .map_or(self.partitions[slot].worker, |s| self.partitions[*s].worker),
+        };
+        self.submit(consumer, slot, worker, &view)
     }
 
     /// Hand a record to the executor: settled at once, or by the
     /// partition's worker (its outcome applied later, in order).
-    fn submit(&mut self, consumer: &Kafka, slot: usize, view: &View<'_>) -> Result<(), ConsumeError> {
+    fn submit(
+        &mut self,
+        consumer: &Kafka,
+        slot: usize,
+        worker: usize,
+        view: &View<'_>,
+    ) -> Result<(), ConsumeError> {
         let state = &mut self.partitions[slot];
         state.position = Some(view.offset + 1);
         state.in_flight += 1;
-        if let Some(outcome) = self
-            .executor
-            .submit(slot, state.generation, &state.from, view)
+        if let Some(outcome) =
+            self.executor
+                .submit(worker, slot, state.generation, &state.from, view)
         {
             self.apply_outcome(consumer, outcome)?;
         }
@@ -1086,7 +1111,8 @@ impl Consumption<'_> {
             // A new generation: the worker may have dropped this
             // partition's records after the held one.
             self.partitions[slot].generation += 1;
-            self.submit(consumer, slot, &held.record.view())?;
+            let worker = self.partitions[slot].worker;
+            self.submit(consumer, slot, worker, &held.record.view())?;
         }
         Ok(())
     }

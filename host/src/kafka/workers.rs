@@ -167,10 +167,20 @@ impl<'a> Executor<'a> {
         }
     }
 
-    /// Settle `view` now and return its outcome, or give it to the
-    /// partition's worker (`None`; see [`Executor::next_outcome`]).
+    /// How many threads settle records.
+    pub fn workers(&self) -> usize {
+        match self {
+            Executor::Inline(_) => 1,
+            Executor::Pool(pool) => pool.jobs.len().max(1),
+        }
+    }
+
+    /// Settle `view` now and return its outcome, or give it to `worker`
+    /// (`None`; see [`Executor::next_outcome`]). A partition's records
+    /// must always go to the same worker.
     pub fn submit(
         &mut self,
+        worker: usize,
         slot: usize,
         generation: u64,
         from: &ReadFrom,
@@ -179,7 +189,7 @@ impl<'a> Executor<'a> {
         match self {
             Executor::Inline(settler) => {
                 let step = settler.settle(view, from);
-                Some(outcome_of(slot, view, step, || view.to_owned()))
+                Some(outcome_of(slot, view.offset, step, || view.to_owned()))
             }
             Executor::Pool(pool) => {
                 let task = Task {
@@ -188,7 +198,7 @@ impl<'a> Executor<'a> {
                     from: from.clone(),
                     record: view.to_owned(),
                 };
-                pool.send(task);
+                pool.send(worker, task);
                 None
             }
         }
@@ -242,8 +252,8 @@ impl<'a> Executor<'a> {
 }
 
 impl Pool<'_> {
-    fn send(&mut self, task: Task) {
-        let worker = task.slot % self.jobs.len();
+    fn send(&mut self, worker: usize, task: Task) {
+        let worker = worker % self.jobs.len();
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         match self.jobs[worker].send(Job::Settle(task)) {
             Ok(()) => self.outstanding += 1,
@@ -330,23 +340,19 @@ fn settle_task(
         };
     }
     let view = record.view();
-    let step = catch_unwind(AssertUnwindSafe(|| settler.settle(&view, &from))).unwrap_or_else(|_| {
-        log_stop(&view, "the worker panicked settling this record");
-        Step::Stop
-    });
+    let step =
+        catch_unwind(AssertUnwindSafe(|| settler.settle(&view, &from))).unwrap_or_else(|_| {
+            log_stop(&view, "the worker panicked settling this record");
+            Step::Stop
+        });
     if step != Step::Done {
         blocked.insert(slot, generation);
     }
-    let outcome = outcome_of(slot, &view, step, || view.to_owned());
-    outcome
+    let offset = view.offset;
+    outcome_of(slot, offset, step, move || record)
 }
 
-fn outcome_of(
-    slot: usize,
-    view: &View<'_>,
-    step: Step,
-    copy: impl FnOnce() -> OwnedRecord,
-) -> Outcome {
+fn outcome_of(slot: usize, offset: i64, step: Step, copy: impl FnOnce() -> OwnedRecord) -> Outcome {
     let held = match step {
         Step::Hold { retries, .. } => {
             let mut record = copy();
@@ -357,7 +363,7 @@ fn outcome_of(
     };
     Outcome {
         slot,
-        offset: view.offset,
+        offset,
         step: Some(step),
         held,
     }

@@ -20,14 +20,22 @@ pub struct RunSpec<'a> {
     pub name: &'a str,
     pub handlers: &'a Path,
     pub produce_mode: ProduceMode,
+    /// `--workers`, when the bench was given one.
+    pub workers: Option<u16>,
 }
 
 impl<'a> RunSpec<'a> {
-    pub fn new(name: &'a str, handlers: &'a Path, produce_mode: ProduceMode) -> Self {
+    pub fn new(
+        name: &'a str,
+        handlers: &'a Path,
+        produce_mode: ProduceMode,
+        workers: Option<u16>,
+    ) -> Self {
         RunSpec {
             name,
             handlers,
             produce_mode,
+            workers,
         }
     }
 }
@@ -104,6 +112,12 @@ pub fn run_host(
         .arg("--offsets")
         .arg(offsets)
         .args(["--produce-mode", mode])
+        .args(
+            run.workers
+                .map(|n| ["--workers".to_owned(), n.to_string()])
+                .into_iter()
+                .flatten(),
+        )
         .args(
             settings
                 .properties

@@ -92,12 +92,17 @@ pub fn bench(args: BenchArgs, shutdown: &AtomicBool) -> anyhow::Result<ExitCode>
             report.add(raw_row(&on_broker)?);
         }
         if wants(BenchScenario::B) {
-            let run = child::RunSpec::new("noop", &noop_dir, crate::cli::ProduceMode::Outbox);
+            let run = child::RunSpec::new(
+                "noop",
+                &noop_dir,
+                crate::cli::ProduceMode::Outbox,
+                args.workers,
+            );
             report.add(run_row(&on_broker, &run, "(b) run, noop guest")?);
         }
         if let Some(echo_dir) = &echo_dir {
             let before = load::topic_total(&settings, ECHO_OUT)?;
-            let run = child::RunSpec::new("echo", echo_dir, args.echo_produce_mode);
+            let run = child::RunSpec::new("echo", echo_dir, args.echo_produce_mode, args.workers);
             let label = format!(
                 "(c) run, echo guest (produce per record, {})",
                 mode_name(args.echo_produce_mode)

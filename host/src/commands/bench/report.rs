@@ -43,6 +43,8 @@ fn rate(records: u64, time: Duration) -> f64 {
 pub struct Report {
     pub records: u64,
     pub partitions: i32,
+    /// `--workers` of the runs (`None`: their default, one per core).
+    pub workers: Option<u16>,
     pub broker: String,
     pub load: Option<Loaded>,
     pub rows: Vec<Row>,
@@ -56,6 +58,7 @@ impl Report {
         Report {
             records: args.records,
             partitions: args.partitions,
+            workers: args.workers,
             broker: "none".into(),
             load: None,
             rows: Vec::new(),
@@ -121,6 +124,10 @@ impl Report {
             self.records, self.partitions
         );
         println!("- broker: {}", self.broker);
+        match self.workers {
+            Some(n) => println!("- runs (b, c): --workers {n}"),
+            None => println!("- runs (b, c): --workers default ({cores}, one per core)"),
+        }
         if let Some(load) = self.load {
             println!(
                 "- pre-load: {} records in {:.3} s ({:.0} records/s)",

@@ -16,6 +16,21 @@ static CALLS: AtomicU64 = AtomicU64::new(0);
 static FLAKY: Mutex<BTreeMap<String, u32>> = Mutex::new(BTreeMap::new());
 
 use logpipe_sdk::{Context, HandleError, Handler, RawJson};
+
+/// Fails the first `fails` calls for `id`, then succeeds, like a dependency
+/// that comes back.
+fn flaky(id: &str, fails: u32, ctx: &mut Context) -> Result<(), HandleError> {
+    let mut seen = FLAKY.lock().unwrap_or_else(|e| e.into_inner());
+    let calls = seen.entry(id.to_owned()).or_insert(0);
+    *calls += 1;
+    if *calls <= fails {
+        return Err(HandleError::retry(format_args!(
+            "flaky {id}: failure {calls} of {fails}"
+        )));
+    }
+    ctx.info(format_args!("flaky {id}: succeeded on call {calls}"));
+    Ok(())
+}
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -86,6 +101,9 @@ impl Handler for Chaos {
     ///   retry "ALLOWED: connected" on success, else reject "denied: <error>".
     /// - `print`: write "chaos stdout line" to stdout and "chaos stderr line"
     ///   to stderr, then return `Ok`.
+    /// - `stamp`: produce `{"partition":P,"offset":O}` (where the record was
+    ///   read) as "stamp" v1 to `topic` (default "stamps"), keyed as the
+    ///   record; with an `id`, first fail like `flaky`.
     /// - `flaky`: return `retry` for the first `fails` calls with the same
     ///   `id`, then `Ok` (logging "flaky ID: succeeded on call N").
     /// - `count`: reject with "count N", N being the calls this instance has
@@ -158,19 +176,21 @@ impl Handler for Chaos {
             "read-env" => read_env(cmd.name.as_deref()),
             "connect" => connect(cmd.addr.as_deref().unwrap_or("127.0.0.1:9")),
             "flaky" => {
-                // Fails the first `fails` calls for this id, then succeeds,
-                // like a dependency that comes back.
                 let id = cmd.id.unwrap_or_default();
-                let mut seen = FLAKY.lock().unwrap_or_else(|e| e.into_inner());
-                let calls = seen.entry(id.clone()).or_insert(0);
-                *calls += 1;
-                if *calls <= cmd.fails {
-                    return Err(HandleError::retry(format_args!(
-                        "flaky {id}: failure {calls} of {}",
-                        cmd.fails
-                    )));
+                flaky(&id, cmd.fails, ctx)
+            }
+            "stamp" => {
+                // Where the record was read, for order checks.
+                if let Some(id) = &cmd.id {
+                    flaky(id, cmd.fails, ctx)?;
                 }
-                ctx.info(format_args!("flaky {id}: succeeded on call {calls}"));
+                let topic = cmd.topic.as_deref().unwrap_or("stamps");
+                let stamp = format!(
+                    r#"{{"partition":{},"offset":{}}}"#,
+                    ctx.partition(),
+                    ctx.offset()
+                );
+                ctx.produce_json(topic, "stamp", 1, ctx.key(), &stamp)?;
                 Ok(())
             }
             "count" => {
