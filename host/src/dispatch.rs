@@ -270,6 +270,21 @@ impl Dispatcher {
         }
     }
 
+    /// Apply pending handler changes here (logged) and to the dispatchers
+    /// of `workers` (quietly), between two records of each.
+    pub fn apply_changes_with(&mut self, workers: &mut [Dispatcher]) {
+        if workers.is_empty() {
+            return self.apply_changes();
+        }
+        for change in self.take_changes() {
+            for worker in workers.iter_mut() {
+                worker.apply_quietly(change.fork());
+            }
+            self.registry.apply(change);
+            self.registry.park();
+        }
+    }
+
     /// Pending handler changes, for a caller that hands them to workers
     /// (then applies them here, for the log, with [`Dispatcher::apply_logged`]).
     pub fn take_changes(&mut self) -> Vec<Change> {

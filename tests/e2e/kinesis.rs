@@ -105,14 +105,22 @@ fn stored_positions(offsets: &Path) -> BTreeMap<(String, String), String> {
 }
 
 #[test]
-fn two_shards_5k_records_are_handled_once_in_order_and_a_restart_resumes() {
+fn two_shards_5k_records_are_handled_once_in_order_by_two_workers_and_a_restart_resumes() {
     let echo = EchoStreams::new(KinesisServer::kinesalite(), 2, 2, echo_records(5000, 50, 0));
     let (server, input, offsets) = (&echo.server, &echo.input, &echo.offsets);
 
+    // Two workers serve the two shards in parallel; the restart uses one.
     let mut command = run_stream_command(server, &example_handlers(), input, offsets);
-    command.args(["--consumer-timeout-ms", "1500"]);
+    command.args(["--consumer-timeout-ms", "1500", "--workers", "2"]);
     let first = finish(command, None, LIMIT);
     first.assert_code(0);
+    assert!(
+        first
+            .stderr
+            .contains("handling shards in parallel workers=2"),
+        "{}",
+        first.stderr
+    );
     assert_eq!(first.count("handled"), 5000, "{}", first.stderr);
     assert_eq!(first.count("records"), 5000);
     assert_complete_and_ordered(&server.read_all("echo-out"), 50, 100);
@@ -131,7 +139,7 @@ fn two_shards_5k_records_are_handled_once_in_order_and_a_restart_resumes() {
     // A restart handles only what came since.
     server.put(input, &echo_records(1000, 50, 5000));
     let mut command = run_stream_command(server, &example_handlers(), input, offsets);
-    command.args(["--consumer-timeout-ms", "1500"]);
+    command.args(["--consumer-timeout-ms", "1500", "--workers", "1"]);
     let second = finish(command, None, LIMIT);
     second.assert_code(0);
     assert_eq!(second.count("handled"), 1000, "{}", second.stderr);

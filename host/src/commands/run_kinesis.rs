@@ -38,12 +38,6 @@ pub fn run(args: RunArgs, shutdown: &AtomicBool) -> anyhow::Result<ExitCode> {
             "--stream {pattern:?}: patterns are supported for Kafka topics only; name each stream"
         );
     }
-    if consume.workers.is_some_and(|n| n > 1) {
-        tracing::warn!(
-            "--workers applies to Kafka topics: Kinesis shards are handled one record at a time \
-             on the consumer's thread"
-        );
-    }
     let _claim = HostLock::acquire(offsets)?;
     let metrics = start_metrics(&args.metrics)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -115,6 +109,7 @@ pub fn run(args: RunArgs, shutdown: &AtomicBool) -> anyhow::Result<ExitCode> {
         commit_interval: Duration::from_millis(consume.commit_interval_ms),
         commit_max_records: consume.commit_max_records.max(1),
         min_lag: Duration::from_millis(consume.min_message_lag_ms),
+        workers: consume.worker_count(),
     };
     let progress = Progress::for_run(metrics);
     let result = source::consume(

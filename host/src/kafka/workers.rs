@@ -234,7 +234,18 @@ impl<'a> Executor<'a> {
             match pool.outcomes.recv_timeout(wait) {
                 Ok(outcome) => Some(outcome),
                 Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => None,
+                Err(RecvTimeoutError::Disconnected) => {
+                    // Every worker is gone (they only stop with the pool):
+                    // nothing more will come back. The records they had
+                    // keep their offsets unstaged, so the next start
+                    // handles them.
+                    tracing::error!(
+                        records = pool.outstanding,
+                        "the worker threads are gone; their records were not settled"
+                    );
+                    pool.outstanding = 0;
+                    None
+                }
             }
         };
         if outcome.is_some() {

@@ -1,6 +1,9 @@
 //! The Kinesis consume loop: every shard of every stream, read by its own
 //! task, handed to the handlers one page per shard in turn, positions in
-//! SQLite.
+//! SQLite. With `--workers` above one, each round serves the shards' pages
+//! in parallel: every shard belongs to one worker, whose dispatcher (with
+//! its own handler instances) handles its records in order; the loop
+//! commits between rounds, when no worker is busy.
 //!
 //! Offset rule: a shard's stored position is its last handled (or skipped,
 //! or dead-lettered) record, stored in the same transaction as the store
@@ -53,6 +56,8 @@ pub struct StreamOptions {
     pub commit_max_records: usize,
     /// Hand a record to a handler only once it is this old.
     pub min_lag: Duration,
+    /// Threads serving shards in parallel (1: the loop's own).
+    pub workers: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +102,8 @@ struct Shard {
     /// `MillisBehindLatest` of the last page.
     behind: Arc<Gauge>,
     fetch: Arc<FetchHealth>,
+    /// Which worker serves it (shards take turns over the workers).
+    worker: usize,
 }
 
 enum Flow {
@@ -116,6 +123,11 @@ struct Consumption<'a> {
     runtime: &'a Runtime,
     read: ReadOptions,
     dispatcher: &'a mut Dispatcher,
+    /// The workers' dispatchers, when there are several (see the module
+    /// comment); empty for one.
+    pool: Vec<Dispatcher>,
+    /// Shards started so far, for their turn over the workers.
+    started: usize,
     sink: &'a KinesisSink,
     store: &'a mut OffsetStore,
     state: &'a StateStore,
@@ -150,6 +162,15 @@ pub fn consume(
     let health = metrics.health.component(&options.health_component);
     health.fail(CHECK_ASSIGNED, "shards not listed yet");
     health.fail(CHECK_COMMIT, "no checkpoint yet");
+    let pool: Vec<Dispatcher> = if options.workers > 1 {
+        let pool = (0..options.workers).map(|_| dispatcher.fork()).collect();
+        // The workers have instances of their own.
+        dispatcher.park();
+        tracing::info!(workers = options.workers, "handling shards in parallel");
+        pool
+    } else {
+        Vec::new()
+    };
     let mut run = Consumption {
         options,
         runtime,
@@ -159,6 +180,8 @@ pub fn consume(
             poll_interval: options.poll_interval,
         },
         dispatcher,
+        pool,
+        started: 0,
         sink,
         store,
         state: &state,
@@ -180,6 +203,9 @@ pub fn consume(
         last_observed: Instant::now(),
     };
     let result = run.start_and_loop(shutdown);
+    for worker in std::mem::take(&mut run.pool) {
+        run.dispatcher.counts_mut().add(&worker.counts());
+    }
     run.health.fail(CHECK_ASSIGNED, "consumer stopped");
     let mut reason = result?;
     if run.shards.iter().any(|s| matches!(s.flow, Flow::Stopped)) {
@@ -330,7 +356,9 @@ impl Consumption<'_> {
             caught_up: false,
             behind,
             fetch,
+            worker: self.started,
         });
+        self.started += 1;
     }
 
     fn loop_until_stopped(&mut self, shutdown: &AtomicBool) -> Result<StopReason, StreamError> {
@@ -341,7 +369,7 @@ impl Consumption<'_> {
                 return Ok(StopReason::Shutdown);
             }
             // Between two records: a hot swap never splits a record.
-            self.dispatcher.apply_changes();
+            self.dispatcher.apply_changes_with(&mut self.pool);
             let settled = self.round()?;
             self.finish_closed()?;
             if self.since_commit >= self.options.commit_max_records
@@ -362,66 +390,39 @@ impl Consumption<'_> {
     }
 
     /// One turn over every shard, starting one further each round: each
-    /// hands out at most one page. Returns how many records were settled.
+    /// hands out at most one page, fetched here first. Returns how many
+    /// records were settled.
     fn round(&mut self) -> Result<usize, StreamError> {
-        let count = self.shards.len();
-        let mut settled = 0;
-        for step in 0..count {
-            let slot = (self.turn + step) % count;
-            settled += self.serve(slot)?;
+        for slot in 0..self.shards.len() {
+            if self.shards[slot].buffer.is_empty() {
+                self.fill(slot)?;
+            }
         }
+        let context = ServeContext {
+            options: self.options,
+            sink: self.sink,
+        };
+        let served = if self.pool.is_empty() {
+            let count = self.shards.len();
+            let mut served = Served::default();
+            for step in 0..count {
+                let slot = (self.turn + step) % count;
+                served.add(serve(&mut self.shards[slot], self.dispatcher, &context));
+            }
+            served
+        } else {
+            serve_in_parallel(&mut self.shards, &mut self.pool, &context)
+        };
         self.turn = self.turn.wrapping_add(1);
-        Ok(settled)
-    }
-
-    /// Hand out the shard's buffered records (fetching a page if empty)
-    /// until it is empty or has to wait.
-    fn serve(&mut self, slot: usize) -> Result<usize, StreamError> {
-        if self.shards[slot].buffer.is_empty() && !self.fill(slot)? {
-            return Ok(0);
+        if let Some(first) = served.first {
+            self.first_record.get_or_insert(first);
         }
-        let mut settled = 0;
-        while let Some(record) = self.shards[slot].buffer.front() {
-            let retries = match self.shards[slot].flow {
-                Flow::Stopped => break,
-                Flow::Waiting { until, .. } if Instant::now() < until => break,
-                Flow::Waiting { retries, .. } => retries,
-                Flow::Running => 0,
-            };
-            if let Some(wait) = lag_wait(self.options.min_lag, record.arrival_ms) {
-                let until = Instant::now() + wait;
-                self.shards[slot].flow = Flow::Waiting { until, retries };
-                break;
-            }
-            let Some(record) = self.shards[slot].buffer.pop_front() else {
-                break;
-            };
-            self.first_record.get_or_insert_with(Instant::now);
-            self.last_record = Instant::now();
-            let step = self.settle(slot, &record, retries)?;
-            self.last_settled = Some(Instant::now());
-            settled += 1;
-            let shard = &mut self.shards[slot];
-            match step {
-                Step::Done => {
-                    shard.flow = Flow::Running;
-                    shard.handled = Some(record.sequence);
-                    shard.dirty = true;
-                    self.since_commit += 1;
-                }
-                Step::Wait { until, retries } => {
-                    shard.flow = Flow::Waiting { until, retries };
-                    shard.buffer.push_front(record);
-                    break;
-                }
-                Step::Stop => {
-                    shard.flow = Flow::Stopped;
-                    shard.buffer.push_front(record);
-                    break;
-                }
-            }
+        if let Some(last) = served.last {
+            self.last_record = last;
+            self.last_settled = Some(last);
         }
-        Ok(settled)
+        self.since_commit += served.done;
+        Ok(served.settled)
     }
 
     /// Take the next page from the shard's reader; false if none is there.
@@ -458,58 +459,6 @@ impl Consumption<'_> {
             }),
             Err(TryRecvError::Empty) => Ok(false),
         }
-    }
-
-    /// Dispatch one record and carry out its verdict's side effects.
-    fn settle(
-        &mut self,
-        slot: usize,
-        record: &ShardRecord,
-        retries: u32,
-    ) -> Result<Step, StreamError> {
-        let shard = &self.shards[slot];
-        let stream = &self.options.streams[shard.stream];
-        let view = Record {
-            source: Source::Kinesis,
-            topic: stream,
-            partition: &shard.id,
-            offset: &record.sequence,
-            key: Some(record.key.as_bytes()),
-            timestamp_ms: record.arrival_ms,
-            value: &record.data,
-            retries,
-        };
-        Ok(match self.dispatcher.dispatch(&view) {
-            Verdict::Commit => Step::Done,
-            Verdict::Stop(_) => Step::Stop,
-            Verdict::DeadLetter(_) => {
-                let dead_letter = OutRecord {
-                    stream: self.options.names.dead_letter(stream),
-                    key: Some(record.key.clone()),
-                    data: record.data.clone(),
-                };
-                match self.sink.put_one(&dead_letter) {
-                    Ok(_) => Step::Done,
-                    Err(error) => {
-                        let counts = self.dispatcher.counts_mut();
-                        counts.dead_lettered = counts.dead_lettered.saturating_sub(1);
-                        tracing::error!(
-                            stream = %stream,
-                            shard = %shard.id,
-                            sequence_number = %record.sequence,
-                            key = %record.key,
-                            "cannot dead-letter: {error}; stopping this shard before the record"
-                        );
-                        Step::Stop
-                    }
-                }
-            }
-            // Retry streams do not exist: every retry holds its shard.
-            Verdict::Retry { retry, delay, .. } => Step::Wait {
-                until: Instant::now() + delay,
-                retries: retry,
-            },
-        })
     }
 
     /// Drop shards that are closed and fully handled, and start their
@@ -651,6 +600,178 @@ impl Consumption<'_> {
         })?;
         self.publish(rows)?;
         Ok(true)
+    }
+}
+
+/// What serving a shard needs besides the shard and a dispatcher.
+struct ServeContext<'a> {
+    options: &'a StreamOptions,
+    sink: &'a KinesisSink,
+}
+
+/// What serving shards did.
+#[derive(Debug, Default)]
+struct Served {
+    /// Records settled (handled, skipped, or given a verdict).
+    settled: usize,
+    /// Records done with, whose position moved.
+    done: usize,
+    /// When the first and the last of them were settled.
+    first: Option<Instant>,
+    last: Option<Instant>,
+}
+
+impl Served {
+    fn add(&mut self, other: Served) {
+        self.settled += other.settled;
+        self.done += other.done;
+        self.first = match (self.first, other.first) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.last = self.last.max(other.last);
+    }
+}
+
+/// Serve the shards with records in hand, each on its worker, the workers
+/// in parallel (one on this thread). Returns when all are done.
+fn serve_in_parallel(
+    shards: &mut [Shard],
+    pool: &mut [Dispatcher],
+    context: &ServeContext<'_>,
+) -> Served {
+    let workers = pool.len();
+    let mut groups: Vec<Vec<&mut Shard>> = (0..workers).map(|_| Vec::new()).collect();
+    for shard in shards.iter_mut().filter(|s| !s.buffer.is_empty()) {
+        groups[shard.worker % workers].push(shard);
+    }
+    let mut busy: Vec<(&mut Dispatcher, Vec<&mut Shard>)> = pool
+        .iter_mut()
+        .zip(groups)
+        .filter(|(_, group)| !group.is_empty())
+        .collect();
+    let serve_group = |dispatcher: &mut Dispatcher, group: Vec<&mut Shard>| {
+        let mut served = Served::default();
+        for shard in group {
+            served.add(serve(shard, dispatcher, context));
+        }
+        served
+    };
+    let Some((own_dispatcher, own_group)) = busy.pop() else {
+        return Served::default();
+    };
+    std::thread::scope(|scope| {
+        let others: Vec<_> = busy
+            .into_iter()
+            .map(|(dispatcher, group)| scope.spawn(move || serve_group(dispatcher, group)))
+            .collect();
+        let mut served = serve_group(own_dispatcher, own_group);
+        for other in others {
+            match other.join() {
+                Ok(part) => served.add(part),
+                // A bug, not a guest's failure (traps are outcomes): the
+                // shard's state is unknown, so stop as the single thread
+                // would have.
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        served
+    })
+}
+
+/// Hand out the shard's buffered records until it is empty or has to wait.
+fn serve(shard: &mut Shard, dispatcher: &mut Dispatcher, context: &ServeContext<'_>) -> Served {
+    let mut served = Served::default();
+    while let Some(record) = shard.buffer.front() {
+        let retries = match shard.flow {
+            Flow::Stopped => break,
+            Flow::Waiting { until, .. } if Instant::now() < until => break,
+            Flow::Waiting { retries, .. } => retries,
+            Flow::Running => 0,
+        };
+        if let Some(wait) = lag_wait(context.options.min_lag, record.arrival_ms) {
+            let until = Instant::now() + wait;
+            shard.flow = Flow::Waiting { until, retries };
+            break;
+        }
+        let Some(record) = shard.buffer.pop_front() else {
+            break;
+        };
+        served.first.get_or_insert_with(Instant::now);
+        let step = settle(shard, &record, retries, dispatcher, context);
+        served.last = Some(Instant::now());
+        served.settled += 1;
+        match step {
+            Step::Done => {
+                shard.flow = Flow::Running;
+                shard.handled = Some(record.sequence);
+                shard.dirty = true;
+                served.done += 1;
+            }
+            Step::Wait { until, retries } => {
+                shard.flow = Flow::Waiting { until, retries };
+                shard.buffer.push_front(record);
+                break;
+            }
+            Step::Stop => {
+                shard.flow = Flow::Stopped;
+                shard.buffer.push_front(record);
+                break;
+            }
+        }
+    }
+    served
+}
+
+/// Dispatch one record and carry out its verdict's side effects.
+fn settle(
+    shard: &Shard,
+    record: &ShardRecord,
+    retries: u32,
+    dispatcher: &mut Dispatcher,
+    context: &ServeContext<'_>,
+) -> Step {
+    let stream = &context.options.streams[shard.stream];
+    let view = Record {
+        source: Source::Kinesis,
+        topic: stream,
+        partition: &shard.id,
+        offset: &record.sequence,
+        key: Some(record.key.as_bytes()),
+        timestamp_ms: record.arrival_ms,
+        value: &record.data,
+        retries,
+    };
+    match dispatcher.dispatch(&view) {
+        Verdict::Commit => Step::Done,
+        Verdict::Stop(_) => Step::Stop,
+        Verdict::DeadLetter(_) => {
+            let dead_letter = OutRecord {
+                stream: context.options.names.dead_letter(stream),
+                key: Some(record.key.clone()),
+                data: record.data.clone(),
+            };
+            match context.sink.put_one(&dead_letter) {
+                Ok(_) => Step::Done,
+                Err(error) => {
+                    let counts = dispatcher.counts_mut();
+                    counts.dead_lettered = counts.dead_lettered.saturating_sub(1);
+                    tracing::error!(
+                        stream = %stream,
+                        shard = %shard.id,
+                        sequence_number = %record.sequence,
+                        key = %record.key,
+                        "cannot dead-letter: {error}; stopping this shard before the record"
+                    );
+                    Step::Stop
+                }
+            }
+        }
+        // Retry streams do not exist: every retry holds its shard.
+        Verdict::Retry { retry, delay, .. } => Step::Wait {
+            until: Instant::now() + delay,
+            retries: retry,
+        },
     }
 }
 
