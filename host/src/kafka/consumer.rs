@@ -1127,8 +1127,13 @@ impl Consumption<'_> {
         } = outcome;
         let state = &mut self.partitions[slot];
         state.in_flight = state.in_flight.saturating_sub(1);
-        if matches!(state.flow, Flow::Revoked) {
-            // The rebalance hook committed it; the new owner goes on.
+        let revoking = self
+            .group
+            .as_ref()
+            .is_some_and(|group| group.revoking(&self.topics[state.topic].name, state.partition));
+        if matches!(state.flow, Flow::Revoked) || revoking {
+            // The rebalance hook committed it (workers report handled
+            // records to the group themselves); the new owner goes on.
             return Ok(());
         }
         let Some(step) = step else {

@@ -64,6 +64,20 @@ impl GroupHooks {
         }
     }
 
+    /// Whether `topic[partition]` was revoked by a rebalance whose event the
+    /// loop has not taken yet (it can no longer be paused, resumed or
+    /// sought).
+    pub fn revoking(&self, topic: &str, partition: i32) -> bool {
+        self.events.lock().is_ok_and(|events| {
+            events.iter().any(|event| match event {
+                Membership::Revoked(list) => {
+                    list.iter().any(|(t, p)| t == topic && *p == partition)
+                }
+                Membership::Assigned(_) => false,
+            })
+        })
+    }
+
     /// Assignment changes since the last call, oldest first.
     pub fn take_events(&self) -> Vec<Membership> {
         self.events
