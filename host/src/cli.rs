@@ -544,7 +544,7 @@ pub struct ConsumeArgs {
     )]
     pub offset_store: OffsetStoreKind,
 
-    /// Threads handling records of different partitions in parallel, each with its own instance of every handler; records of one partition stay in order. 1 handles them on the consumer's thread [default: the number of cores].
+    /// Threads handling records of different partitions (Kinesis: shards) in parallel, each with its own instance of every handler; records of one partition stay in order. 1 handles them on the consumer's thread [default: the number of cores].
     #[arg(long, env = "LOGPIPE_WORKERS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
 

@@ -177,6 +177,11 @@ pub struct Dispatcher {
     /// The envelope handed to guests, kept from one record to the next to
     /// reuse its buffers (see [`fill_call`]).
     call: WitEnvelope,
+    /// A pool worker's: a handled record's effects wait for the loop to
+    /// stage its offset (see [`StateStore::defer_record`]).
+    defer_effects: bool,
+    /// The last record handled had its effects deferred.
+    deferred: bool,
 }
 
 /// Changes prepared by the folder watcher, applied between records.
@@ -249,6 +254,8 @@ impl Dispatcher {
             counts: Counts::default(),
             hot_swap: None,
             call: empty_call(),
+            defer_effects: false,
+            deferred: false,
         }
     }
 
@@ -316,7 +323,22 @@ impl Dispatcher {
             state: self.state.clone(),
             metrics: self.metrics.clone(),
             call: empty_call(),
+            defer_effects: false,
+            deferred: false,
         }
+    }
+
+    /// Defer handled records' effects to the loop (see
+    /// [`StateStore::defer_record`]).
+    pub fn deferring_effects(mut self) -> Self {
+        self.defer_effects = true;
+        self
+    }
+
+    /// Whether the last dispatch deferred a handled record's effects
+    /// (which the loop must then [absorb](StateStore::absorb)); resets.
+    pub fn take_deferred(&mut self) -> bool {
+        std::mem::take(&mut self.deferred)
     }
 
     /// Drop the handlers' live instances: workers handle the records.
@@ -433,7 +455,12 @@ impl Dispatcher {
         self.state.begin_record();
         let outcome = handler.handle(&self.call);
         if outcome == HandleOutcome::Handled {
-            self.state.keep_record();
+            if self.defer_effects {
+                self.state.defer_record();
+                self.deferred = true;
+            } else {
+                self.state.keep_record();
+            }
             self.counts.handled += 1;
             let (message_type, version) = (self.call.message_type.as_str(), self.call.version);
             record_event!(Level::DEBUG, record; r#type = message_type, version, handler = &*handler.name, "handled");

@@ -8,9 +8,15 @@
 //! 1. the record being handled, one per thread (workers handle records of
 //!    different partitions at once): discarded if it is not handled, so a
 //!    failed record leaves nothing behind (a savepoint per record);
-//! 2. records settled since the last checkpoint ("open");
-//! 3. sealed checkpoints waiting for the broker to acknowledge what they
-//!    produced directly (dead-letter and retry copies, direct-mode output).
+//! 2. records a pool worker handled whose offsets the consume loop has not
+//!    staged yet ("pending", per worker thread, oldest first): the loop
+//!    moves each to the open layer as it stages the record's offset, so a
+//!    checkpoint never stores effects without their offset or the reverse;
+//! 3. records settled since the last checkpoint ("open");
+//! 4. sealed checkpoints waiting for the broker to acknowledge what they
+//!    produced directly (dead-letter and retry copies, direct-mode output);
+//! 5. the writes of the transaction being committed, until it is: workers
+//!    go on reading while the loop commits.
 //!
 //! Reads look through the layers, newest first, then the database, so a
 //! handler sees its own writes at once.
@@ -76,9 +82,14 @@ pub struct StateStore {
 struct Layers {
     /// The record each thread is handling.
     records: HashMap<ThreadId, Effects>,
+    /// Handled by a worker thread, waiting for the loop, oldest first.
+    pending: HashMap<ThreadId, VecDeque<Effects>>,
     open: Effects,
     /// Sealed effects by the number of their checkpoint, oldest first.
     sealed: VecDeque<(u64, Effects)>,
+    /// The writes taken for the transaction being committed: still read
+    /// until [`StateStore::committed`].
+    committing: Effects,
     /// Reads committed values; `None` for a store without a database.
     reader: Option<Connection>,
 }
@@ -113,8 +124,10 @@ impl StateStore {
         StateStore {
             layers: Mutex::new(Layers {
                 records: HashMap::new(),
+                pending: HashMap::new(),
                 open: Effects::default(),
                 sealed: VecDeque::new(),
+                committing: Effects::default(),
                 reader,
             }),
             path,
@@ -246,6 +259,31 @@ impl StateStore {
         }
     }
 
+    /// The record was handled by a pool worker: its effects wait, visible
+    /// to reads, until the loop stages its offset ([`StateStore::absorb`]).
+    pub fn defer_record(&self) {
+        let mut layers = self.lock();
+        let thread = thread::current().id();
+        let record = layers.records.remove(&thread).unwrap_or_default();
+        layers.pending.entry(thread).or_default().push_back(record);
+    }
+
+    /// The loop staged the offset of the oldest record `worker` deferred:
+    /// its effects go with the next checkpoint.
+    pub fn absorb(&self, worker: ThreadId) {
+        let mut layers = self.lock();
+        let Some(record) = layers
+            .pending
+            .get_mut(&worker)
+            .and_then(VecDeque::pop_front)
+        else {
+            return;
+        };
+        if !record.is_empty() {
+            layers.open.absorb(record);
+        }
+    }
+
     /// The record was not handled: forget what it wrote and produced.
     pub fn discard_record(&self) {
         self.lock().records.remove(&thread::current().id());
@@ -264,8 +302,9 @@ impl StateStore {
     }
 
     /// Take the effects of every checkpoint up to `batch`, merged, for the
-    /// transaction that stores their offsets. Reads fall through to the
-    /// database from now on, so commit them before the next record.
+    /// transaction that stores their offsets. Their writes are still read
+    /// until the transaction is committed: call [`StateStore::committed`]
+    /// then.
     pub fn take_through(&self, batch: u64) -> Effects {
         let mut layers = self.lock();
         let mut taken = Effects::default();
@@ -274,25 +313,50 @@ impl StateStore {
                 taken.absorb(effects);
             }
         }
+        layers.committing.writes = taken.writes.clone();
         taken
+    }
+
+    /// The transaction of the last [`StateStore::take_through`] is
+    /// committed: reads find its writes in the database.
+    pub fn committed(&self) {
+        self.lock().committing = Effects::default();
     }
 }
 
 impl Layers {
-    /// Staged effects as `thread` sees them, newest first.
+    /// Staged effects as `thread` sees them, newest first: its own
+    /// pending records before other threads' (which are of other
+    /// partitions).
     fn staged(&self, thread: ThreadId) -> impl Iterator<Item = &Effects> {
+        let own = self.pending.get(&thread);
+        let others = self
+            .pending
+            .iter()
+            .filter(move |(t, _)| **t != thread)
+            .flat_map(|(_, queue)| queue.iter().rev());
         self.records
             .get(&thread)
             .into_iter()
+            .chain(own.into_iter().flat_map(|queue| queue.iter().rev()))
+            .chain(others)
             .chain(std::iter::once(&self.open))
             .chain(self.sealed.iter().rev().map(|(_, e)| e))
+            .chain(std::iter::once(&self.committing))
     }
 
     fn staged_oldest_first(&self, thread: ThreadId) -> impl Iterator<Item = &Effects> {
-        self.sealed
+        let own = self.pending.get(&thread);
+        let others = self
+            .pending
             .iter()
-            .map(|(_, e)| e)
+            .filter(move |(t, _)| **t != thread)
+            .flat_map(|(_, queue)| queue.iter());
+        std::iter::once(&self.committing)
+            .chain(self.sealed.iter().map(|(_, e)| e))
             .chain(std::iter::once(&self.open))
+            .chain(others)
+            .chain(own.into_iter().flat_map(|queue| queue.iter()))
             .chain(self.records.get(&thread))
     }
 }
@@ -363,6 +427,48 @@ mod tests {
         );
         state.keep_record();
         assert_eq!(state.get(&a, "k1").unwrap(), None);
+    }
+
+    #[test]
+    fn deferred_records_are_visible_and_committed_only_once_absorbed() {
+        let (_dir, _offsets, state) = database();
+        let state = Arc::new(state);
+        let a = ns("a");
+        let worker = {
+            let state = state.clone();
+            std::thread::spawn(move || {
+                for value in ["one", "two"] {
+                    state.begin_record();
+                    put(&state, "a", "k", value);
+                    state.defer_record();
+                }
+                assert_eq!(state.get(&ns("a"), "k").unwrap(), Some(b"two".to_vec()));
+                std::thread::current().id()
+            })
+            .join()
+            .unwrap()
+        };
+        // Other threads read a worker's deferred writes at once...
+        assert_eq!(state.get(&a, "k").unwrap(), Some(b"two".to_vec()));
+        // ...but a checkpoint takes them only as the loop absorbs them,
+        // oldest first.
+        assert!(!state.seal(1), "nothing absorbed yet");
+        state.absorb(worker);
+        assert!(state.seal(2));
+        let first = state.take_through(2);
+        assert_eq!(
+            first.writes.get(&(a.clone(), "k".to_owned())),
+            Some(&Some(b"one".to_vec()))
+        );
+        state.absorb(worker);
+        assert!(state.seal(3));
+        let second = state.take_through(3);
+        assert_eq!(
+            second.writes.get(&(a.clone(), "k".to_owned())),
+            Some(&Some(b"two".to_vec()))
+        );
+        state.absorb(worker);
+        assert!(!state.seal(4), "nothing left");
     }
 
     #[test]

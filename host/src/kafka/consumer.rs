@@ -432,7 +432,7 @@ impl Consumption<'_> {
         let reason = self.poll_until_stopped(consumer, shutdown)?;
         self.drain_workers(consumer)?;
         self.sink.confirm(self.options.shutdown_timeout)?;
-        self.checkpoint(consumer)?;
+        self.checkpoint()?;
         self.commit_to_kafka(consumer, CommitMode::Sync)?;
         self.finish_relay()?;
         Ok(reason)
@@ -839,7 +839,7 @@ impl Consumption<'_> {
             self.follow_membership(consumer)?;
             self.match_new_topics(consumer)?;
             self.release_due(consumer)?;
-            if self.throttled(consumer)? {
+            if self.throttled()? {
                 // Busy waiting for the broker, not idle.
                 last_record = Instant::now();
             } else if !self.executor.has_room() {
@@ -864,7 +864,7 @@ impl Consumption<'_> {
             if self.since_commit >= self.options.commit_max_records
                 || self.last_commit.elapsed() >= self.options.commit_interval
             {
-                self.checkpoint(consumer)?;
+                self.checkpoint()?;
                 self.commit_to_kafka(consumer, CommitMode::Async)?;
             }
             if self.last_observed.elapsed() >= OBSERVE_INTERVAL {
@@ -918,7 +918,7 @@ impl Consumption<'_> {
     /// produced to be acknowledged, take no new ones (a crash can then only
     /// make that many be handled again). Says so, at most every 10 s, when
     /// the wait is long.
-    fn throttled(&mut self, consumer: &Kafka) -> Result<bool, ConsumeError> {
+    fn throttled(&mut self) -> Result<bool, ConsumeError> {
         // (Group mode: offsets staged here reach Kafka with the loop's next
         // commit; the rebalance hook commits handled records anyway.)
         let max = self.options.max_uncommitted;
@@ -928,7 +928,7 @@ impl Consumption<'_> {
             self.throttled_since = None;
             return Ok(false);
         }
-        self.checkpoint(consumer)?;
+        self.checkpoint()?;
         if waiting(self) < max {
             self.throttled_since = None;
             return Ok(false);
@@ -1124,7 +1124,13 @@ impl Consumption<'_> {
             offset,
             step,
             held,
+            effects_of,
         } = outcome;
+        if let Some(worker) = effects_of {
+            // Whatever becomes of the partition: the record was handled
+            // (a revoked one's offset was committed by the rebalance hook).
+            self.state.absorb(worker);
+        }
         let state = &mut self.partitions[slot];
         state.in_flight = state.in_flight.saturating_sub(1);
         let revoking = self
@@ -1247,11 +1253,9 @@ impl Consumption<'_> {
     }
 
     /// [`Consumption::store_checkpoint`], counted and reported to `/health`.
-    /// Workers are drained first: the open effects must be those of the
-    /// records whose offsets are staged (a worker keeps a record's store
-    /// writes as it handles it, before the loop stages its offset).
-    fn checkpoint(&mut self, consumer: &Kafka) -> Result<(), ConsumeError> {
-        self.drain_workers(consumer)?;
+    /// Workers go on meanwhile: the effects of records they handled wait
+    /// for their outcomes (see [`StateStore::defer_record`]).
+    fn checkpoint(&mut self) -> Result<(), ConsumeError> {
         let outcome = self.store_checkpoint();
         self.metrics.checkpoint_done(&self.health, &outcome);
         outcome.map(|_| ())
@@ -1390,6 +1394,7 @@ impl Consumption<'_> {
             sent_through,
             ..Commit::default()
         })?;
+        self.state.committed();
         for (slot, next) in ready {
             self.partitions[slot].committed = Some(next);
         }

@@ -8,6 +8,11 @@
 //! later records it was already given, unhandled, until the loop hands it
 //! the partition again under a new generation (after seeking back, so they
 //! are read again).
+//!
+//! A handled record's store writes and outbox records wait in its worker's
+//! pending layer until the loop stages its offset (see
+//! [`crate::state::StateStore::defer_record`]), so checkpoints never wait
+//! for the workers.
 
 use std::borrow::BorrowMut;
 use std::collections::HashMap;
@@ -15,7 +20,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::thread::JoinHandle;
+use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
 use super::group::GroupHooks;
@@ -50,6 +55,10 @@ pub struct Outcome {
     pub step: Option<Step>,
     /// The record, when it is held (with its retry count updated).
     pub held: Option<OwnedRecord>,
+    /// The worker thread whose deferred effects are this record's (see
+    /// [`crate::state::StateStore::defer_record`]); the loop absorbs them
+    /// as it applies the outcome.
+    pub effects_of: Option<ThreadId>,
 }
 
 enum Job {
@@ -116,7 +125,9 @@ impl<'a> Executor<'a> {
         let mut threads = Vec::with_capacity(workers);
         for index in 0..workers {
             let (job_sender, job_receiver) = mpsc::channel();
-            let settler = context.clone().settler(dispatcher.fork());
+            let settler = context
+                .clone()
+                .settler(dispatcher.fork().deferring_effects());
             let (outcome_sender, in_flight) = (outcome_sender.clone(), in_flight.clone());
             let span = tracing::Span::current();
             let thread = std::thread::Builder::new()
@@ -348,6 +359,7 @@ fn settle_task(
             offset: record.offset,
             step: None,
             held: None,
+            effects_of: None,
         };
     }
     let view = record.view();
@@ -360,7 +372,11 @@ fn settle_task(
         blocked.insert(slot, generation);
     }
     let offset = view.offset;
-    outcome_of(slot, offset, step, move || record)
+    let mut outcome = outcome_of(slot, offset, step, move || record);
+    if settler.dispatcher().take_deferred() {
+        outcome.effects_of = Some(std::thread::current().id());
+    }
+    outcome
 }
 
 fn outcome_of(slot: usize, offset: i64, step: Step, copy: impl FnOnce() -> OwnedRecord) -> Outcome {
@@ -377,5 +393,6 @@ fn outcome_of(slot: usize, offset: i64, step: Step, copy: impl FnOnce() -> Owned
         offset,
         step: Some(step),
         held,
+        effects_of: None,
     }
 }

@@ -598,6 +598,7 @@ impl Consumption<'_> {
             effects,
             ..Commit::default()
         })?;
+        self.state.committed();
         self.publish(rows)?;
         Ok(true)
     }
