@@ -1,4 +1,8 @@
-//! The Kafka consume loop: manually assigned partitions, offsets in SQLite.
+//! The Kafka consume loop: every partition assigned (offsets in SQLite), or
+//! a consumer group's share of them (offsets in Kafka, see
+//! [`super::group`]). Records are settled by the partition's worker (see
+//! [`super::workers`]); this loop fetches, applies the outcomes in order,
+//! and commits.
 //!
 //! Offset rule: a partition's offset advances in the store only past records
 //! that were handled, skipped, dead-lettered or moved to a retry topic, and

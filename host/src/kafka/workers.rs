@@ -33,7 +33,7 @@ use crate::dispatch::{Counts, Dispatcher};
 
 /// Records given to the pool and not yet settled, per worker, before the
 /// loop stops taking new ones. Enough to keep a worker busy through a
-/// poll; small enough that the drain before each checkpoint is short.
+/// poll; small enough to bound what a stop waits for and what memory holds.
 const WINDOW_PER_WORKER: usize = 256;
 
 /// One record for a worker.
