@@ -272,37 +272,28 @@ impl Dispatcher {
     /// Apply pending handler changes. Called between two records, so every
     /// record is handled entirely by one version of its handler.
     pub fn apply_changes(&mut self) {
-        for change in self.take_changes() {
+        let Some(hot_swap) = &self.hot_swap else {
+            return;
+        };
+        while let Ok(change) = hot_swap.changes.try_recv() {
             self.registry.apply(change);
         }
     }
 
-    /// Apply pending handler changes here (logged) and to the dispatchers
-    /// of `workers` (quietly), between two records of each.
-    pub fn apply_changes_with(&mut self, workers: &mut [Dispatcher]) {
-        if workers.is_empty() {
-            return self.apply_changes();
-        }
-        for change in self.take_changes() {
-            for worker in workers.iter_mut() {
-                worker.apply_quietly(change.fork());
-            }
+    /// Pending handler changes, for workers' dispatchers: `deliver` hands
+    /// each to every worker (a [`Change::fork`] each, applied there with
+    /// [`Dispatcher::apply_quietly`] between two of its records); this
+    /// dispatcher, which handles no records, applies it for the log.
+    pub fn fan_out_changes(&mut self, mut deliver: impl FnMut(&Change)) {
+        let Some(hot_swap) = &self.hot_swap else {
+            return;
+        };
+        let changes: Vec<Change> = hot_swap.changes.try_iter().collect();
+        for change in changes {
+            deliver(&change);
             self.registry.apply(change);
             self.registry.park();
         }
-    }
-
-    /// Pending handler changes, for a caller that hands them to workers
-    /// (then applies them here, for the log, with [`Dispatcher::apply_logged`]).
-    pub fn take_changes(&mut self) -> Vec<Change> {
-        let Some(hot_swap) = &self.hot_swap else {
-            return Vec::new();
-        };
-        hot_swap.changes.try_iter().collect()
-    }
-
-    pub fn apply_logged(&mut self, change: Change) {
-        self.registry.apply(change);
     }
 
     /// A change the logged registry also gets: applied without a log line.
@@ -312,7 +303,7 @@ impl Dispatcher {
 
     /// A dispatcher for another worker: the same handlers (instances of
     /// its own), ignored types and policies, counts from zero, no watcher
-    /// (changes reach workers through [`Dispatcher::take_changes`]).
+    /// (changes reach workers through [`Dispatcher::fan_out_changes`]).
     pub fn fork(&self) -> Dispatcher {
         Dispatcher {
             registry: self.registry.fork(),

@@ -69,10 +69,6 @@ impl<D: BorrowMut<Dispatcher>> Settler<D> {
         self.dispatcher.borrow_mut()
     }
 
-    pub fn into_dispatcher(self) -> D {
-        self.dispatcher
-    }
-
     /// Dispatch one record and carry out the verdict's side effects.
     pub fn settle(&mut self, view: &View<'_>, from: &ReadFrom) -> Step {
         let step = self.settle_record(view);

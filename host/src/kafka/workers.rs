@@ -167,13 +167,12 @@ impl<'a> Executor<'a> {
         match self {
             Executor::Inline(settler) => settler.dispatcher().apply_changes(),
             Executor::Pool(pool) => {
-                for change in pool.master.take_changes() {
-                    for jobs in &pool.jobs {
-                        let _ = jobs.send(Job::Swap(change.fork()));
+                let jobs = &pool.jobs;
+                pool.master.fan_out_changes(|change| {
+                    for worker in jobs {
+                        let _ = worker.send(Job::Swap(change.fork()));
                     }
-                    pool.master.apply_logged(change);
-                    pool.master.park();
-                }
+                });
             }
         }
     }

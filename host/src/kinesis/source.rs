@@ -369,7 +369,16 @@ impl Consumption<'_> {
                 return Ok(StopReason::Shutdown);
             }
             // Between two records: a hot swap never splits a record.
-            self.dispatcher.apply_changes_with(&mut self.pool);
+            if self.pool.is_empty() {
+                self.dispatcher.apply_changes();
+            } else {
+                let pool = &mut self.pool;
+                self.dispatcher.fan_out_changes(|change| {
+                    for worker in pool.iter_mut() {
+                        worker.apply_quietly(change.fork());
+                    }
+                });
+            }
             let settled = self.round()?;
             self.finish_closed()?;
             if self.since_commit >= self.options.commit_max_records
