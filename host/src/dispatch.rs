@@ -447,8 +447,7 @@ impl Dispatcher {
         let outcome = handler.handle(&self.call);
         if outcome == HandleOutcome::Handled {
             if self.defer_effects {
-                self.state.defer_record();
-                self.deferred = true;
+                self.deferred = self.state.defer_record();
             } else {
                 self.state.keep_record();
             }

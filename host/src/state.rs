@@ -261,11 +261,17 @@ impl StateStore {
 
     /// The record was handled by a pool worker: its effects wait, visible
     /// to reads, until the loop stages its offset ([`StateStore::absorb`]).
-    pub fn defer_record(&self) {
+    /// Returns false when it has none (nothing for the loop to absorb).
+    pub fn defer_record(&self) -> bool {
         let mut layers = self.lock();
         let thread = thread::current().id();
-        let record = layers.records.remove(&thread).unwrap_or_default();
-        layers.pending.entry(thread).or_default().push_back(record);
+        match layers.records.remove(&thread) {
+            Some(record) if !record.is_empty() => {
+                layers.pending.entry(thread).or_default().push_back(record);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The loop staged the offset of the oldest record `worker` deferred:
@@ -279,9 +285,7 @@ impl StateStore {
         else {
             return;
         };
-        if !record.is_empty() {
-            layers.open.absorb(record);
-        }
+        layers.open.absorb(record);
     }
 
     /// The record was not handled: forget what it wrote and produced.
@@ -440,9 +444,11 @@ mod tests {
                 for value in ["one", "two"] {
                     state.begin_record();
                     put(&state, "a", "k", value);
-                    state.defer_record();
+                    assert!(state.defer_record(), "a write to defer");
                 }
                 assert_eq!(state.get(&ns("a"), "k").unwrap(), Some(b"two".to_vec()));
+                state.begin_record();
+                assert!(!state.defer_record(), "nothing written, nothing deferred");
                 std::thread::current().id()
             })
             .join()

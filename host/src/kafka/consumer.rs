@@ -1137,11 +1137,7 @@ impl Consumption<'_> {
         }
         let state = &mut self.partitions[slot];
         state.in_flight = state.in_flight.saturating_sub(1);
-        let revoking = self
-            .group
-            .as_ref()
-            .is_some_and(|group| group.revoking(&self.topics[state.topic].name, state.partition));
-        if matches!(state.flow, Flow::Revoked) || revoking {
+        if matches!(state.flow, Flow::Revoked) {
             // The rebalance hook committed it (workers report handled
             // records to the group themselves); the new owner goes on.
             return Ok(());
@@ -1150,6 +1146,16 @@ impl Consumption<'_> {
             // Dropped behind a held or stopped record; read again later.
             return Ok(());
         };
+        let touches_consumer = match step {
+            Step::Done => matches!(state.flow, Flow::Retrying),
+            Step::Hold { .. } | Step::Stop => true,
+        };
+        if touches_consumer && self.being_revoked(slot) {
+            // Revoked by a rebalance whose event is not applied yet: it can
+            // no longer be paused or sought, and the hook committed what
+            // was handled. (A plain staged offset is dropped with it.)
+            return Ok(());
+        }
         self.last_settled = Some(Instant::now());
         match step {
             Step::Done => {
@@ -1176,6 +1182,15 @@ impl Consumption<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Whether a rebalance revoked the partition in `slot` and the loop has
+    /// not taken that event yet.
+    fn being_revoked(&self, slot: usize) -> bool {
+        let state = &self.partitions[slot];
+        self.group
+            .as_ref()
+            .is_some_and(|group| group.revoking(&self.topics[state.topic].name, state.partition))
     }
 
     fn stage(&mut self, slot: usize, next: i64) {

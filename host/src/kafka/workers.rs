@@ -15,7 +15,6 @@
 //! for the workers.
 
 use std::borrow::BorrowMut;
-use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -324,8 +323,8 @@ fn work(
     outcomes: Sender<Outcome>,
     in_flight: &AtomicUsize,
 ) -> Counts {
-    // Partitions held or stopped, with the generation that did it.
-    let mut blocked: HashMap<usize, u64> = HashMap::new();
+    // Partitions held or stopped, by slot: the generation that did it.
+    let mut blocked: Vec<Option<u64>> = Vec::new();
     for job in jobs {
         match job {
             Job::Swap(change) => settler.dispatcher().apply_quietly(change),
@@ -343,7 +342,7 @@ fn work(
 
 fn settle_task(
     settler: &mut Settler<Dispatcher>,
-    blocked: &mut HashMap<usize, u64>,
+    blocked: &mut Vec<Option<u64>>,
     task: Task,
 ) -> Outcome {
     let Task {
@@ -352,7 +351,12 @@ fn settle_task(
         from,
         record,
     } = task;
-    if blocked.get(&slot).is_some_and(|g| *g >= generation) {
+    if blocked
+        .get(slot)
+        .copied()
+        .flatten()
+        .is_some_and(|g| g >= generation)
+    {
         return Outcome {
             slot,
             offset: record.offset,
@@ -368,7 +372,10 @@ fn settle_task(
             Step::Stop
         });
     if step != Step::Done {
-        blocked.insert(slot, generation);
+        if blocked.len() <= slot {
+            blocked.resize(slot + 1, None);
+        }
+        blocked[slot] = Some(generation);
     }
     let offset = view.offset;
     let mut outcome = outcome_of(slot, offset, step, move || record);
